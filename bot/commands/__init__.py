@@ -10,4 +10,5 @@ from __future__ import annotations
 # Module names under bot.commands, in --help order.
 COMMAND_MODULES = [
     "check_config",
+    "simulate",
 ]
