@@ -407,6 +407,10 @@ def parse_duration(text: str) -> float:
 def format_duration(seconds: float) -> str:
     if seconds and seconds < 1:
         return f"{round(seconds * 1000)}ms"
+    if seconds >= 60 and seconds % 3600 == 0:
+        return f"{int(seconds // 3600)}h"
+    if seconds >= 60 and seconds % 60 == 0:
+        return f"{int(seconds // 60)}m"
     if seconds == int(seconds):
         return f"{int(seconds)}s"
     return f"{seconds:g}s"
@@ -476,7 +480,10 @@ class _Walker:
                 continue
             value = self.convert(hints[name], raw[name], key, fld.metadata)
             if value is _INVALID:
-                ok = False
+                # Keep going with the default, so the whole-file rules can still
+                # report what else is wrong; the problem itself is recorded.
+                if fld.metadata.get("required"):
+                    ok = False
             else:
                 values[name] = value
         if not ok:
@@ -802,7 +809,10 @@ def parse_config(text: str, base_dir: Path | str = ".") -> Config:
     cfg = walker.build(Config, raw, "")
     problems = walker.problems
     if cfg is not None:
-        _cross_checks(cfg, problems)
+        seen = {key for key, _ in problems}
+        extra: list[tuple[str, str]] = []
+        _cross_checks(cfg, extra)
+        problems.extend(p for p in extra if p[0] not in seen)
     if problems or cfg is None:
         raise ConfigError(problems or [("", "invalid configuration")])
     return typing.cast(Config, cfg)
