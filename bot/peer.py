@@ -1,0 +1,282 @@
+"""The direct bot-to-bot channel: signed heartbeats and lease promises (design §3).
+
+A heartbeat is a JSON body ``{"node", "epoch", "nonce", "sent_at_wall"}`` signed
+with HMAC-SHA256 over the exact bytes (hex, header ``X-Failover-Signature``).
+
+A standby that answers ``{"promise": true}`` promises not to take the lease for
+``lease_ttl``.  The two sides count that time from different instants so that the
+primary's view always ends first: the primary from when it *sent* the heartbeat
+(taken before sending), the standby from after it received it.  The standby
+persists the promise (fsync'd by the state directory) before it answers, so a
+restart cannot forget it.
+
+Wall time in the body only bounds replays (with the nonce cache); it is never
+used for safety.  Lease arithmetic uses the injected boot-time clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import logging
+import math
+import secrets
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import aiohttp
+
+from bot.config import Secret
+
+log = logging.getLogger(__name__)
+
+SIGNATURE_HEADER = "X-Failover-Signature"
+HEARTBEAT_PATH = "/peer/heartbeat"
+SCHEMA_VERSION = 1
+_BODY_KEYS = {"node", "epoch", "nonce", "sent_at_wall"}
+_MAX_NONCE_LEN = 128
+
+
+def boottime() -> float:
+    """CLOCK_BOOTTIME in seconds: keeps counting while a VM is suspended."""
+    return time.clock_gettime(time.CLOCK_BOOTTIME)
+
+
+def sign(secret: Secret, body: bytes) -> str:
+    return hmac.new(secret.reveal().encode(), body, hashlib.sha256).hexdigest()
+
+
+def verify(secret: Secret, body: bytes, signature: str) -> bool:
+    return hmac.compare_digest(sign(secret, body), signature.strip().lower())
+
+
+class PromiseStore(Protocol):
+    """The node's state directory (``bot.state.StateDir``)."""
+
+    def give_promise(self, peer: str, until_boottime: float) -> None: ...
+
+    def promise_until(self) -> float | None: ...
+
+
+# Returns None when this node may promise, else the reason it must not
+# (it is primary itself, or about to take the lease).
+PromisePolicy = Callable[[str, int], str | None]
+
+
+@dataclass(frozen=True)
+class PromiseReceipt:
+    """A standby's promise as the primary counts it (its own boot-time clock)."""
+
+    peer: str
+    epoch: int
+    sent_at: float
+    valid_until: float
+    round_trip: float
+
+
+@dataclass
+class HeartbeatResult:
+    """What the last heartbeat to a peer showed (for status and metrics)."""
+
+    reachable: bool
+    promise: bool
+    reason: str
+    at: float
+
+
+class PeerServer:
+    """The answering side of ``POST /peer/heartbeat``; used by the API handler."""
+
+    def __init__(
+        self,
+        node_id: str,
+        secret: Secret,
+        *,
+        peers: Collection[str],
+        store: PromiseStore,
+        may_promise: PromisePolicy,
+        lease_ttl: float,
+        clock: Callable[[], float] = boottime,
+        wall_clock: Callable[[], float] = time.time,
+        max_skew: float = 30.0,
+        nonce_capacity: int = 4096,
+    ) -> None:
+        self.node_id = node_id
+        self._secret = secret
+        self._peers = frozenset(peers)
+        self._store = store
+        self._may_promise = may_promise
+        self._lease_ttl = lease_ttl
+        self._clock = clock
+        self._wall = wall_clock
+        self._max_skew = max_skew
+        self._capacity = nonce_capacity
+        self._nonces: OrderedDict[str, float] = OrderedDict()
+        # Evicting a nonce raises this floor, so an evicted nonce cannot be replayed.
+        self._floor = -math.inf
+        self._lock = asyncio.Lock()
+        self.last_seen: dict[str, float] = {}
+
+    async def handle(self, body: bytes, signature: str | None) -> tuple[int, dict[str, Any]]:
+        """Verify, decide, persist, answer: returns (HTTP status, JSON object)."""
+        if not signature:
+            return 401, {"error": f"missing {SIGNATURE_HEADER} header"}
+        if not verify(self._secret, body, signature):
+            return 403, {"error": "bad signature"}
+        try:
+            msg = _parse_heartbeat(body)
+        except ValueError as exc:
+            return 400, {"error": str(exc)}
+        peer, epoch, nonce, sent_wall = msg
+        if peer not in self._peers:
+            return 403, {"error": f"unknown node {peer!r}"}
+        async with self._lock:
+            now_wall = self._wall()
+            self._expire(now_wall)
+            if abs(now_wall - sent_wall) > self._max_skew:
+                return 409, {"error": "stale heartbeat: timestamp outside the replay window"}
+            if nonce in self._nonces or sent_wall <= self._floor:
+                return 409, {"error": "replayed heartbeat"}
+            self._remember(nonce, sent_wall)
+            self.last_seen[peer] = self._clock()
+            refusal = self._may_promise(peer, epoch)
+            if refusal is not None:
+                return 200, {"node": self.node_id, "promise": False, "reason": refusal}
+            # Counted from after receipt: never shorter than the sender's view.
+            until = self._clock() + self._lease_ttl
+            try:
+                await asyncio.to_thread(self._store.give_promise, peer, until)
+            except Exception as exc:
+                log.error("could not persist the promise to %s: %s", peer, type(exc).__name__)
+                return 200, {
+                    "node": self.node_id,
+                    "promise": False,
+                    "reason": "could not persist the promise",
+                }
+        return 200, {"node": self.node_id, "promise": True, "ttl": self._lease_ttl}
+
+    def _remember(self, nonce: str, sent_wall: float) -> None:
+        self._nonces[nonce] = sent_wall
+        while len(self._nonces) > self._capacity:
+            _, evicted = self._nonces.popitem(last=False)
+            self._floor = max(self._floor, evicted)
+
+    def _expire(self, now_wall: float) -> None:
+        # Nonces older than the window are refused by the timestamp check anyway.
+        horizon = now_wall - self._max_skew
+        stale = [n for n, ts in self._nonces.items() if ts < horizon]
+        for n in stale:
+            del self._nonces[n]
+
+
+def _parse_heartbeat(body: bytes) -> tuple[str, int, str, float]:
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        raise ValueError("body is not JSON") from None
+    if not isinstance(data, dict):
+        raise ValueError("body must be a JSON object")
+    missing = _BODY_KEYS - data.keys()
+    if missing:
+        raise ValueError(f"missing fields: {', '.join(sorted(missing))}")
+    node, epoch, nonce, sent = (data[k] for k in ("node", "epoch", "nonce", "sent_at_wall"))
+    if not isinstance(node, str) or not node:
+        raise ValueError("node must be a non-empty string")
+    if not isinstance(epoch, int) or isinstance(epoch, bool) or epoch < 0:
+        raise ValueError("epoch must be a non-negative integer")
+    if not isinstance(nonce, str) or not 8 <= len(nonce) <= _MAX_NONCE_LEN:
+        raise ValueError("nonce must be a string of 8..128 characters")
+    if not isinstance(sent, (int, float)) or isinstance(sent, bool) or not math.isfinite(sent):
+        raise ValueError("sent_at_wall must be a number")
+    return node, epoch, nonce, float(sent)
+
+
+class PeerClient:
+    """The sending side: one heartbeat to one peer, returning its promise if any."""
+
+    def __init__(
+        self,
+        node_id: str,
+        peer_id: str,
+        peer_api: str,
+        secret: Secret,
+        *,
+        session: aiohttp.ClientSession,
+        lease_ttl: float,
+        timeout: float,
+        clock: Callable[[], float] = boottime,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.node_id = node_id
+        self.peer_id = peer_id
+        self._url = peer_api.rstrip("/") + HEARTBEAT_PATH
+        self._secret = secret
+        self._session = session
+        self._lease_ttl = lease_ttl
+        self._timeout = timeout
+        self._clock = clock
+        self._wall = wall_clock
+        self.last: HeartbeatResult | None = None
+
+    def build(self, epoch: int) -> tuple[bytes, str]:
+        """The body and its signature (separate for tests and replays)."""
+        body = json.dumps(
+            {
+                "v": SCHEMA_VERSION,
+                "node": self.node_id,
+                "epoch": epoch,
+                "nonce": secrets.token_hex(16),
+                "sent_at_wall": self._wall(),
+            },
+            separators=(",", ":"),
+        ).encode()
+        return body, sign(self._secret, body)
+
+    async def heartbeat(self, epoch: int) -> PromiseReceipt | None:
+        body, signature = self.build(epoch)
+        sent_at = self._clock()  # before sending: the promise counts from here
+        try:
+            async with asyncio.timeout(self._timeout):
+                async with self._session.post(
+                    self._url,
+                    data=body,
+                    headers={SIGNATURE_HEADER: signature, "Content-Type": "application/json"},
+                ) as resp:
+                    status = resp.status
+                    raw = await resp.read()
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            self._record(False, False, f"unreachable: {type(exc).__name__}")
+            return None
+        answered_at = self._clock()
+        try:
+            answer = json.loads(raw)
+        except ValueError:
+            answer = None
+        if not isinstance(answer, dict):
+            self._record(True, False, f"HTTP {status}: answer is not a JSON object")
+            return None
+        if status != 200:
+            reason = str(answer.get("error", ""))[:200]
+            self._record(True, False, f"HTTP {status}: {reason}")
+            return None
+        if answer.get("promise") is not True:
+            self._record(True, False, str(answer.get("reason", "no promise"))[:200])
+            return None
+        self._record(True, True, "promised")
+        return PromiseReceipt(
+            peer=self.peer_id,
+            epoch=epoch,
+            sent_at=sent_at,
+            valid_until=sent_at + self._lease_ttl,
+            round_trip=answered_at - sent_at,
+        )
+
+    def _record(self, reachable: bool, promise: bool, reason: str) -> None:
+        if not reachable or not promise:
+            log.debug("heartbeat to %s: %s", self.peer_id, reason)
+        self.last = HeartbeatResult(reachable, promise, reason, self._clock())
