@@ -1,0 +1,1 @@
+"""End-to-end harness: supervisor, network namespaces, TCP proxy, recorders and checker."""
