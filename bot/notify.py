@@ -124,6 +124,7 @@ class Notifier:
         self._secret_values = sorted({v for v in values if v}, key=len, reverse=True)
         self._recent: dict[tuple[str, str], _Recent] = {}
         self._closing = False
+        self._workers: list[asyncio.Task[None]] = []
         self._idle = asyncio.Event()
         self._idle.set()
 
@@ -134,7 +135,9 @@ class Notifier:
         if self._closing or not self._hooks:
             return
         try:
-            msg = Message(kind, str(title), self._scrub(dict(fields or {})), self._wall())
+            msg = Message(
+                kind, self._scrub(str(title)), self._scrub(dict(fields or {})), self._wall()
+            )
         except Exception:  # a field that cannot be rendered must not hurt the caller
             log.exception("notification %s dropped: fields could not be rendered", kind)
             return
@@ -179,16 +182,26 @@ class Notifier:
             return
         async with self._session_factory() as session, asyncio.TaskGroup() as tg:
             for hook in self._hooks:
-                tg.create_task(self._worker(hook, session), name=f"webhook-{hook.index}")
+                self._workers.append(
+                    tg.create_task(self._worker(hook, session), name=f"webhook-{hook.index}")
+                )
 
     async def close(self, flush_timeout: float) -> None:
-        """Stop accepting, give queued messages up to flush_timeout to go out."""
+        """Stop accepting; give queued messages up to flush_timeout, then end ``run``."""
         self._closing = True
+        for hook in self._hooks:
+            hook.wake.set()
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(flush_timeout):
                 await self._idle.wait()
-        for hook in self._hooks:
-            hook.wake.set()
+        # Whatever is still queued now belongs to a slow or dead receiver.
+        for task in self._workers:
+            task.cancel()
+        dropped = self.pending()
+        if dropped:
+            log.warning("%d webhook message(s) not delivered at shutdown", dropped)
+            for hook in self._hooks:
+                hook.queue.clear()
 
     def pending(self) -> int:
         return sum(len(h.queue) for h in self._hooks)

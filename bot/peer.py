@@ -31,6 +31,7 @@ from typing import Any, Protocol
 
 import aiohttp
 
+from bot.boottime import boottime
 from bot.config import Secret
 
 log = logging.getLogger(__name__)
@@ -40,11 +41,6 @@ HEARTBEAT_PATH = "/peer/heartbeat"
 SCHEMA_VERSION = 1
 _BODY_KEYS = {"node", "epoch", "nonce", "sent_at_wall"}
 _MAX_NONCE_LEN = 128
-
-
-def boottime() -> float:
-    """CLOCK_BOOTTIME in seconds: keeps counting while a VM is suspended."""
-    return time.clock_gettime(time.CLOCK_BOOTTIME)
 
 
 def sign(secret: Secret, body: bytes) -> str:
@@ -105,7 +101,11 @@ class PeerServer:
         wall_clock: Callable[[], float] = time.time,
         max_skew: float = 30.0,
         nonce_capacity: int = 4096,
+        offload: bool = False,
     ) -> None:
+        """``offload``: persist in a worker thread.  Only for a store that is safe to
+        call from another thread; ``StateDir`` is written from the loop elsewhere, so
+        by default the (small, fsync'd) write runs inline, never beside another."""
         self.node_id = node_id
         self._secret = secret
         self._peers = frozenset(peers)
@@ -116,6 +116,7 @@ class PeerServer:
         self._wall = wall_clock
         self._max_skew = max_skew
         self._capacity = nonce_capacity
+        self.offload = offload
         self._nonces: OrderedDict[str, float] = OrderedDict()
         # Evicting a nonce raises this floor, so an evicted nonce cannot be replayed.
         self._floor = -math.inf
@@ -150,7 +151,10 @@ class PeerServer:
             # Counted from after receipt: never shorter than the sender's view.
             until = self._clock() + self._lease_ttl
             try:
-                await asyncio.to_thread(self._store.give_promise, peer, until)
+                if self.offload:
+                    await asyncio.to_thread(self._store.give_promise, peer, until)
+                else:
+                    self._store.give_promise(peer, until)
             except Exception as exc:
                 log.error("could not persist the promise to %s: %s", peer, type(exc).__name__)
                 return 200, {

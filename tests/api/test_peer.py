@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -86,6 +87,7 @@ async def test_promise_is_persisted_before_the_answer(tmp_path: Path, api: Api) 
         original(peer, until)
 
     store.give_promise = slow_give  # type: ignore[method-assign]
+    api.peer.offload = True  # the blocking double must not stall the loop
     task = asyncio.ensure_future(client(api, api.session).heartbeat(epoch=5))
     await wait_for(entered.is_set, within=3, what="persisting")
     assert not task.done()  # no answer while the promise is not on disk
@@ -199,3 +201,24 @@ async def test_evicted_nonce_cannot_be_replayed(tmp_path: Path) -> None:
         assert (await server.handle(b, sign(SECRET, b)))[0] == 200
     # "nonce-0001" fell out of the cache; the floor still refuses it.
     assert (await server.handle(first, sign(SECRET, first)))[0] == 409
+
+
+async def test_promise_survives_a_restart_with_the_real_state_dir(tmp_path: Path) -> None:
+    from bot.state import StateDir
+
+    state = StateDir(tmp_path / "state", boot_id="boot-1")
+    server = PeerServer(
+        "a",
+        SECRET,
+        peers=["b"],
+        store=state,
+        may_promise=lambda n, e: None,
+        lease_ttl=3.0,
+        clock=ManualClock(100.0),
+    )
+    b = json.dumps(
+        {"node": "b", "epoch": 2, "nonce": "abcdefgh12", "sent_at_wall": time.time()}
+    ).encode()
+    status, answer = await server.handle(b, sign(SECRET, b))
+    assert (status, answer["promise"]) == (200, True)
+    assert StateDir(tmp_path / "state", boot_id="boot-1").promise_until() == 103.0
