@@ -11,4 +11,5 @@ from __future__ import annotations
 COMMAND_MODULES = [
     "check_config",
     "simulate",
+    "ami",
 ]

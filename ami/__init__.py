@@ -1,0 +1,1 @@
+"""Asterisk: AMI client on panoramisk, typed events, span alarms, test calls, ARI, simulator."""

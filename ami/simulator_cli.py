@@ -1,0 +1,221 @@
+"""``failover-bot simulate asterisk | asterisk-stop | asterisk-status``: the simulator as a service.
+
+``--daemon --pidfile F`` behaves like a service start: it returns once the AMI
+port accepts connections and the pidfile names the running simulator.
+``asterisk-stop`` sends SIGTERM (the simulator sends ``Shutdown`` and exits)
+or, with ``--kill``, SIGKILL (nothing is sent), and waits until the process is
+gone. ``asterisk-status`` exits 0 while it runs and 3 otherwise, like
+``systemctl is-active``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from ami.simulator import AsteriskSimulator
+from bot.commands.base import EXIT_OK, CannotRun, CommandFailed
+
+log = logging.getLogger(__name__)
+
+EXIT_NOT_RUNNING = 3
+START_TIMEOUT = 10.0
+STOP_TIMEOUT = 20.0
+
+
+def register_simulate(simsub: argparse._SubParsersAction) -> None:
+    p = simsub.add_parser("asterisk", help="an AMI server speaking Asterisk's wire format")
+    p.add_argument("--host", default="127.0.0.1", help="listen address (default 127.0.0.1)")
+    p.add_argument("--port", type=int, required=True, help="AMI port")
+    p.add_argument("--boot-delay", type=float, default=0.0, metavar="S", help="FullyBooted after S")
+    p.add_argument("--spans", type=int, default=2, metavar="N", help="DAHDI spans (0: no DAHDI)")
+    p.add_argument("--username", default="failover", help="AMI user")
+    p.add_argument("--secret-file", metavar="F", help="file with the AMI secret")
+    p.add_argument("--control-port", type=int, metavar="C", help="JSON-lines control port")
+    p.add_argument(
+        "--report-alarms",
+        choices=["all", "spans", "channels", "none"],
+        default="all",
+        help="chan_dahdi reportalarms: which alarm events are sent (default all)",
+    )
+    p.add_argument("--daemon", action="store_true", help="run in the background (needs --pidfile)")
+    p.add_argument("--pidfile", metavar="F", help="write the process id here")
+    p.add_argument("--record", metavar="FILE", help="append lifetime events as JSON lines")
+    p.set_defaults(handler=_run)
+
+    s = simsub.add_parser("asterisk-stop", help="stop a daemonised simulator")
+    s.add_argument("--pidfile", required=True, metavar="F")
+    s.add_argument("--kill", action="store_true", help="SIGKILL: nothing is sent")
+    s.set_defaults(handler=_stop)
+
+    q = simsub.add_parser("asterisk-status", help="exit 0 if the simulator runs, 3 if not")
+    q.add_argument("--pidfile", required=True, metavar="F")
+    q.set_defaults(handler=_status)
+
+
+def _read_secret(path: str | None) -> str:
+    if path is None:
+        return ""
+    try:
+        return Path(path).read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise CannotRun(f"--secret-file {path}: {exc.strerror or exc}") from None
+
+
+def _run(args: argparse.Namespace) -> int:
+    secret = _read_secret(args.secret_file)
+    if args.daemon:
+        if not args.pidfile:
+            raise CannotRun("--daemon needs --pidfile")
+        return _daemonise(args)
+    return asyncio.run(_serve(args, secret))
+
+
+def _daemonise(args: argparse.Namespace) -> int:
+    if _running_pid(args.pidfile) is not None:
+        return EXIT_OK  # already running: starting is idempotent
+    cmd = [sys.executable, "-m", "bot", "simulate", "asterisk", *_foreground_argv(args)]
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(args.pidfile)
+    proc = subprocess.Popen(
+        cmd,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise CannotRun(f"simulator exited at start with code {proc.returncode}")
+        if _pid_in(args.pidfile) == proc.pid and _port_open(args.host, args.port):
+            return EXIT_OK
+        time.sleep(0.02)
+    proc.kill()
+    raise CannotRun(f"simulator did not listen on {args.host}:{args.port} in {START_TIMEOUT:g} s")
+
+
+async def _serve(args: argparse.Namespace, secret: str) -> int:
+    sim = AsteriskSimulator(
+        host=args.host,
+        port=args.port,
+        username=args.username,
+        secret=secret,
+        boot_delay=args.boot_delay,
+        spans=args.spans,
+        control_port=args.control_port,
+        record=Path(args.record) if args.record else None,
+        report_alarms=args.report_alarms,
+    )
+    try:
+        await sim.start()
+    except OSError as exc:
+        raise CannotRun(f"cannot listen on port {args.port}: {exc.strerror or exc}") from None
+    loop = asyncio.get_running_loop()
+    tasks: set[asyncio.Task[None]] = set()
+
+    def on_term() -> None:
+        task = loop.create_task(sim.shutdown(restart=False))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+
+    loop.add_signal_handler(signal.SIGTERM, on_term)
+    loop.add_signal_handler(signal.SIGINT, on_term)
+    if args.pidfile:
+        _write_pidfile(args.pidfile)
+    log.info("simulated Asterisk on %s:%d (control %s)", args.host, sim.port, sim.control_port)
+    try:
+        await sim.stopped.wait()
+    finally:
+        if args.pidfile and _pid_in(args.pidfile) == os.getpid():
+            with contextlib.suppress(OSError):
+                os.unlink(args.pidfile)
+    return EXIT_OK
+
+
+def _foreground_argv(args: argparse.Namespace) -> list[str]:
+    argv = ["--host", args.host, "--port", str(args.port), "--boot-delay", str(args.boot_delay)]
+    argv += ["--spans", str(args.spans), "--username", args.username]
+    argv += ["--report-alarms", args.report_alarms, "--pidfile", args.pidfile]
+    for flag, value in (
+        ("--secret-file", args.secret_file),
+        ("--control-port", args.control_port),
+        ("--record", args.record),
+    ):
+        if value is not None:
+            argv += [flag, str(value)]
+    return argv
+
+
+def _write_pidfile(path: str) -> None:
+    tmp = f"{path}.tmp"
+    Path(tmp).write_text(f"{os.getpid()}\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _port_open(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.2):
+            return True
+    except OSError:
+        return False
+
+
+def _pid_in(pidfile: str) -> int | None:
+    try:
+        return int(Path(pidfile).read_text(encoding="utf-8").strip())
+    except (OSError, ValueError):
+        return None
+
+
+def _alive(pid: int) -> bool:
+    """Running and ours (a zombie or a reused pid does not count)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    state = stat.rpartition(")")[2].split()[0]
+    return state not in ("Z", "X") and b"simulate" in cmdline
+
+
+def _running_pid(pidfile: str) -> int | None:
+    pid = _pid_in(pidfile)
+    return pid if pid is not None and _alive(pid) else None
+
+
+def _stop(args: argparse.Namespace) -> int:
+    pid = _running_pid(args.pidfile)
+    if pid is None:
+        return EXIT_OK
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL if args.kill else signal.SIGTERM)
+    deadline = time.monotonic() + STOP_TIMEOUT
+    while _alive(pid):
+        if time.monotonic() > deadline:
+            raise CommandFailed(
+                f"simulator {pid} still running {STOP_TIMEOUT:g} s after the signal"
+            )
+        time.sleep(0.01)
+    if args.kill:
+        with contextlib.suppress(OSError):
+            os.unlink(args.pidfile)
+    return EXIT_OK
+
+
+def _status(args: argparse.Namespace) -> int:
+    pid = _running_pid(args.pidfile)
+    if pid is None:
+        print("not running")
+        return EXIT_NOT_RUNNING
+    print(f"running (pid {pid})")
+    return EXIT_OK
