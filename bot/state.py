@@ -216,7 +216,7 @@ def _salvage_epoch(path: Path) -> int:
         text = path.read_bytes().decode("utf-8", "replace")
     except OSError:
         return 0
-    found = re.findall(r'"(?:highest_epoch|held_epoch)"\s*:\s*(\d{1,18})', text)
+    found = re.findall(r'"(?:highest_epoch|held_epoch)"\s*:\s*"?(\d{1,18})', text)
     return max((int(n) for n in found), default=0)
 
 

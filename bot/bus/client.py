@@ -350,8 +350,13 @@ class Bus:
 
         await self._run("write control", go)
 
-    async def request_switchover(self, target: str, drain_timeout: float) -> Switchover:
-        request = Switchover(target, float(drain_timeout), time.time(), uuid.uuid4().hex[:12])
+    async def request_switchover(
+        self, target: str, drain_timeout: float, *, request_id: str | None = None
+    ) -> None:
+        """Ask the HA loop to hand the lease to ``target`` (a newer request replaces it)."""
+        request = Switchover(
+            target, float(drain_timeout), time.time(), request_id or uuid.uuid4().hex[:12]
+        )
         value = model.dumps(
             {
                 "target": request.target,
@@ -362,7 +367,6 @@ class Bus:
             }
         )
         await self._control({model.SWITCHOVER_FIELD: value}, [])
-        return request
 
     async def clear_switchover(self, request_id: str | None = None) -> bool:
         """Clear the switchover request (only ``request_id``'s, when given)."""
@@ -399,16 +403,15 @@ class Bus:
 
     # ------------------------------------------------------------------ events
 
-    async def append_event(self, kind: str, message: str, **fields: object) -> str:
-        """Add to the capped event stream; returns the entry id. Never put secrets in fields."""
+    async def append_event(self, kind: str, message: str, **fields: object) -> None:
+        """Add to the capped event stream. Never put secrets in fields (Secret shows as ***)."""
         payload = model.encode_event(self.node_id, kind, message, time.time(), dict(fields))
-        entry = await self._run(
+        await self._run(
             "append event",
             lambda: self._r.xadd(
                 self.keys.events, {"e": payload}, maxlen=self.events_maxlen, approximate=True
             ),
         )
-        return _text(entry)
 
     async def read_events(self, count: int = 100) -> list[dict[str, Any]]:
         """The last ``count`` events, oldest first."""

@@ -12,4 +12,6 @@ COMMAND_MODULES = [
     "check_config",
     "simulate",
     "ami",
+    "rseries",
+    "cluster",
 ]

@@ -1,0 +1,107 @@
+"""The node's state directory: durable, atomic, conservative on damage."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from bot.state import BACKUP_FILE, STATE_FILE, StateDir, StateError
+
+
+def test_creates_private_directory_and_starts_empty(tmp_path: Path) -> None:
+    state = StateDir(tmp_path / "s")
+    assert stat.S_IMODE(os.stat(tmp_path / "s").st_mode) == 0o700
+    assert (state.highest_epoch, state.held_epoch, state.paused) == (0, None, False)
+    assert state.promise_until() is None and state.load_error is None
+
+
+def test_values_survive_a_restart(tmp_path: Path) -> None:
+    state = StateDir(tmp_path, boot_id="boot-1")
+    state.record_epoch(7)
+    state.record_epoch(5)  # never goes down
+    state.set_held(9)
+    state.set_paused(True)
+    state.give_promise("b", 1234.5)
+    again = StateDir(tmp_path, boot_id="boot-1")
+    assert (again.highest_epoch, again.held_epoch, again.paused) == (9, 9, True)
+    assert again.promise_until() == 1234.5 and again.promise_peer == "b"
+    again.set_held(None)
+    assert StateDir(tmp_path, boot_id="boot-1").held_epoch is None
+    assert not list(tmp_path.glob(".*.tmp"))  # no temporary files left behind
+
+
+def test_promise_from_another_boot_is_void(tmp_path: Path) -> None:
+    StateDir(tmp_path, boot_id="boot-1").give_promise("b", 100.0)
+    assert StateDir(tmp_path, boot_id="boot-2").promise_until() is None
+
+
+def test_a_later_promise_never_shortens_an_earlier_one(tmp_path: Path) -> None:
+    state = StateDir(tmp_path, boot_id="x")
+    state.give_promise("b", 100.0)
+    state.give_promise("b", 50.0)
+    assert state.promise_until() == 100.0
+    assert state.promise_active(now=99.0) and not state.promise_active(now=100.0)
+    state.give_promise("b", 150.0)
+    assert StateDir(tmp_path, boot_id="x").promise_until() == 150.0
+
+
+def test_promise_is_on_disk_before_give_promise_returns(tmp_path: Path) -> None:
+    StateDir(tmp_path, boot_id="x").give_promise("b", 42.0)
+    on_disk = json.loads((tmp_path / STATE_FILE).read_text())
+    assert on_disk["promise"] == {"peer": "b", "until_boottime": 42.0, "boot_id": "x"}
+
+
+def test_real_boot_id_is_used_by_default(tmp_path: Path) -> None:
+    state = StateDir(tmp_path)
+    assert state.boot_id == Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+
+
+def test_corrupt_main_file_falls_back_to_backup(tmp_path: Path) -> None:
+    state = StateDir(tmp_path)
+    state.record_epoch(12)
+    (tmp_path / STATE_FILE).write_bytes(b'{"v": 1, "highest_ep')
+    again = StateDir(tmp_path)
+    assert again.highest_epoch == 12 and not again.paused
+    assert isinstance(again.load_error, StateError)
+    assert "not JSON" in str(again.load_error)
+    assert (tmp_path / (STATE_FILE + ".corrupt")).exists()
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        b"\x00\x01garbage",
+        b'{"v": 2, "highest_epoch": 30, "held_epoch": null, "paused": false, "promise": null}',
+        b'{"v": 1, "highest_epoch": "30", "held_epoch": null, "paused": false, "promise": null}',
+        b'{"v": 1, "highest_epoch": 30, "held_epoch": 30, "paused": "no", "promise": null}',
+    ],
+)
+def test_both_copies_corrupt_start_paused_and_keep_the_epoch_floor(
+    tmp_path: Path, damage: bytes
+) -> None:
+    state = StateDir(tmp_path)
+    state.record_epoch(30)
+    state.set_held(30)
+    for name in (STATE_FILE, BACKUP_FILE):
+        (tmp_path / name).write_bytes(damage)
+    again = StateDir(tmp_path)  # does not raise
+    assert again.load_error is not None
+    assert again.paused  # no automatic action until an operator resumes
+    assert again.held_epoch is None  # never adopts a lease on damaged evidence
+    legible = b"30" in damage
+    assert again.highest_epoch == (30 if legible else 0)
+    again.record_epoch(31)
+    again.set_paused(False)  # the operator's resume rewrites a clean state
+    clean = StateDir(tmp_path)
+    assert clean.load_error is None and clean.highest_epoch == 31 and not clean.paused
+
+
+def test_unwritable_directory_is_a_state_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(StateError, match="state directory"):
+        StateDir(blocker / "sub")
