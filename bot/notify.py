@@ -48,7 +48,7 @@ KINDS: dict[str, str] = {
 
 # Results passed to on_result (label of failoverbot_webhooks_total{result}).
 RESULT_SENT = "sent"
-RESULT_RETRY = "retry"
+RESULT_RETRY = "retried"
 RESULT_FAILED = "failed"  # given up after max_attempts, or refused with a 4xx
 RESULT_DROPPED = "dropped"  # queue full
 RESULT_COALESCED = "coalesced"

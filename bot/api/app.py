@@ -23,10 +23,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from bot.api import requests as rq
 from bot.api.protocols import ControlSink, NodeView, PeerHandler
 from bot.config import Secret
+from bot.peer import SIGNATURE_HEADER
 
 log = logging.getLogger(__name__)
 
-SIGNATURE_HEADER = "X-Failover-Signature"
 MAX_BODY = 64 * 1024
 BODY_TIMEOUT = 5.0
 CONTROL_TIMEOUT = 5.0
@@ -51,12 +51,10 @@ class _Renderer:
 
     def scrub(self, text: str) -> str:
         for value in self._values:
-            if value in text:
-                text = text.replace(value, "***")
-                # The JSON-escaped form of a value can differ from the raw one.
-            escaped = json.dumps(value)[1:-1]
-            if escaped != value and escaped in text:
-                text = text.replace(escaped, "***")
+            # Inside JSON a value may appear escaped (quotes, backslashes, non-ASCII).
+            for form in {value, json.dumps(value)[1:-1]}:
+                if form in text:
+                    text = text.replace(form, "***")
         return text
 
     def response(self, data: Any, status: int = 200) -> web.Response:

@@ -137,7 +137,7 @@ async def test_retries_after_500s_then_delivers(receiver: Receiver, make: Any) -
     await wait_for(lambda: "sent" in r.results, within=5, what="delivery")
     assert len(receiver.bodies) == 3
     assert receiver.bodies[0] == receiver.bodies[2]  # the same message retried
-    assert r.results == ["retry", "retry", "sent"]
+    assert r.results == ["retried", "retried", "sent"]
 
 
 async def test_gives_up_after_max_attempts_and_no_retry_on_4xx(
@@ -149,7 +149,7 @@ async def test_gives_up_after_max_attempts_and_no_retry_on_4xx(
     r.notifier.notify("redis_back", "Redis back", {})
     await wait_for(lambda: r.results.count("failed") == 2, within=5, what="both given up")
     assert len(receiver.bodies) == 4  # 3 attempts, then one refused 404 not retried
-    assert r.results == ["retry", "retry", "failed", "failed"]
+    assert r.results == ["retried", "retried", "failed", "failed"]
 
 
 async def test_repeats_are_coalesced(receiver: Receiver, make: Any) -> None:
@@ -237,3 +237,11 @@ async def test_bad_input_is_dropped_without_raising(receiver: Receiver, make: An
     r.notifier.notify("not_a_kind", "odd", {1: float("nan")})  # type: ignore[dict-item]
     await wait_for(lambda: len(receiver.bodies) == 1, within=5, what="delivery")
     assert receiver.json()[0]["title"] == "odd"
+
+
+def test_every_result_is_a_label_of_the_webhooks_metric() -> None:
+    from bot import notify
+    from bot.metrics import WEBHOOK_RESULTS
+
+    emitted = {v for k, v in vars(notify).items() if k.startswith("RESULT_")}
+    assert emitted == set(WEBHOOK_RESULTS)
