@@ -194,8 +194,8 @@ async def _events(request: web.Request) -> web.StreamResponse:
             "X-Accel-Buffering": "no",
         }
     )
-    s.streams += 1
     it = view.subscribe_events()
+    s.streams += 1
     nxt: asyncio.Task[tuple[bool, dict[str, Any] | None]] | None = None
     closer = asyncio.ensure_future(s.closing.wait())
     try:
