@@ -1,0 +1,1 @@
+"""The R-Series PSTN failover appliance: line codec, serial driver, simulator."""
