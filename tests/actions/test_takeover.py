@@ -1,0 +1,355 @@
+"""Promote, demote and fence against the fake commands (state kept, calls recorded)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bot.actions.asterisk import AsteriskService
+from bot.actions.drbd import Drbd
+from bot.actions.pstn import Pstn
+from bot.actions.vip import Vip
+from bot.config import Config
+from bot.takeover import StepTiming, Takeover
+from tests.actions.helpers import AmiStandIn, Journal, LinkStandIn, TestCallStandIn, make_config
+from tests.fakes import FakeWorld, drbd_resource
+from tests.helpers import wait_for
+
+ROUTE = "route A"
+PRIMARY = "drbdadm primary r0"
+MOUNT = "mount -t ext4 -o defaults /dev/drbd0 /srv/pbx"
+IP_ADD = "ip addr add 192.0.2.10/24 dev eth0 label eth0:fo"
+START = "fake-service start asterisk"
+BOOTED = "fully_booted"
+TEST_CALL = "test_call"
+KILL = "fake-service kill asterisk"
+STOP = "fake-service stop asterisk"
+IP_DEL = "ip addr del 192.0.2.10/24 dev eth0"
+UMOUNT = "umount /srv/pbx"
+SECONDARY = "drbdadm secondary r0"
+
+PROMOTE_ORDER = [ROUTE, PRIMARY, MOUNT, IP_ADD, START, BOOTED, TEST_CALL]
+
+
+class Rig:
+    def __init__(
+        self,
+        cfg: Config,
+        world: FakeWorld,
+        *,
+        lease_valid: Callable[[], bool] = lambda: True,
+        link: LinkStandIn | None = None,
+        ami: AmiStandIn | None = None,
+        test_outcome: str = "answered",
+        spans_up: Callable[[], bool] = lambda: True,
+    ) -> None:
+        self.world = world
+        self.journal = Journal()
+        self.link = link or LinkStandIn(self.journal)
+        self.link.journal = self.journal
+        self.ami = ami or AmiStandIn(self.journal)
+        self.ami.journal = self.journal
+        self.steps: list[StepTiming] = []
+        assert cfg.drbd and cfg.vip and cfg.rseries
+        self.vip = Vip(cfg.vip)
+        self.takeover = Takeover(
+            cfg,
+            drbd=Drbd(cfg.drbd),
+            vip=self.vip,
+            asterisk=AsteriskService(cfg.asterisk),
+            pstn=Pstn(cfg.rseries, "A", self.link),
+            ami=self.ami,
+            lease_valid=lease_valid,
+            on_step=self.steps.append,
+            test_call=TestCallStandIn(self.journal, test_outcome),
+            spans_up=spans_up,
+        )
+
+    def timeline(self, *, arping: bool = False) -> list[str]:
+        """Everything that happened, in order; the background ARP burst left out."""
+        entries = self.world.mutations() + self.journal.entries
+        return [w for _, w in sorted(entries) if arping or not w.startswith("arping")]
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "drbd": self.world.drbd,
+            "mounts": self.world.mounts,
+            "services": self.world.services,
+            "ip": self.world.addresses("eth0"),
+        }
+
+
+@pytest.fixture
+def cfg(tmp_path: Path) -> Config:
+    return make_config(tmp_path)
+
+
+async def test_promote_runs_every_step_in_order(cfg: Config, world: FakeWorld) -> None:
+    rig = Rig(cfg, world)
+    report = await rig.takeover.promote(only_node_that_can_serve=False)
+    await rig.vip.wait_announced()
+    assert report.outcome == "succeeded", report
+    assert rig.timeline() == PROMOTE_ORDER
+    # The gratuitous ARP went out after the address was added.
+    full = rig.timeline(arping=True)
+    arping = [i for i, w in enumerate(full) if w.startswith("arping")]
+    assert arping and arping[0] > full.index(IP_ADD)
+    assert "-U" in full[arping[0]].split()
+    assert [s.name for s in report.steps] == [
+        "route",
+        "drbd",
+        "vip",
+        "asterisk_start",
+        "fully_booted",
+        "test_call",
+        "spans",
+    ]
+    assert rig.steps == report.steps
+    assert all(s.ok and s.duration >= 0 for s in report.steps)
+    assert world.role("r0") == "Primary"
+    assert world.mounts == {"/srv/pbx": "/dev/drbd0"}
+    assert world.addresses("eth0") == ["192.0.2.10/24"]
+    assert world.running("asterisk")
+
+
+async def test_second_promote_changes_nothing(cfg: Config, world: FakeWorld) -> None:
+    rig = Rig(cfg, world)
+    assert (await rig.takeover.promote(only_node_that_can_serve=False)).outcome == "succeeded"
+    await rig.vip.wait_announced()
+    before, calls_before = rig.state(), len(world.calls())
+    report = await rig.takeover.promote(only_node_that_can_serve=False)
+    assert report.outcome == "succeeded"
+    assert rig.state() == before
+    again = [" ".join([c["cmd"], *c["argv"]]) for c in world.calls()[calls_before:]]
+    assert not [w for w in again if w in (PRIMARY, MOUNT, START) or w.startswith("arping")]
+    assert world.services["asterisk"]["starts"] == 1
+    details = {s.name: s.detail for s in report.steps}
+    assert details["drbd"] == "already primary and mounted"
+    assert details["vip"] == "address already present"
+    assert details["asterisk_start"] == "already running"
+
+
+def _fail(world: FakeWorld, rig: Rig, step: str) -> None:
+    if step == "route":
+        rig.link.fail = True
+    elif step == "drbd_primary":
+        world.set_fault("drbdadm primary", exit=11, stderr="r0: State change failed")
+    elif step == "mount":
+        world.set_fault("mount", exit=32, stderr="mount: /srv/pbx: wrong fs type")
+    elif step == "vip":
+        world.set_fault("ip addr add", exit=2, stderr="RTNETLINK answers: Operation not permitted")
+    elif step == "asterisk_start":
+        world.set_fault("fake-service start", exit=1, stderr="Job for asterisk.service failed")
+    elif step == "fully_booted":
+        rig.ami.boots = False
+    elif step == "test_call":
+        assert rig.takeover.test_call is not None
+        rig.takeover.test_call.outcome = "no_answer"  # type: ignore[attr-defined]
+
+
+# step -> (the timeline up to and including the failing step, the undo that must follow)
+FAILURES = {
+    "route": ([ROUTE], []),
+    "drbd_primary": ([ROUTE, PRIMARY], []),  # still secondary: nothing to undo
+    "mount": ([ROUTE, PRIMARY, MOUNT], [SECONDARY]),
+    "vip": ([ROUTE, PRIMARY, MOUNT, IP_ADD], [IP_DEL, UMOUNT, SECONDARY]),
+    "asterisk_start": (
+        [ROUTE, PRIMARY, MOUNT, IP_ADD, START],
+        [KILL, IP_DEL, UMOUNT, SECONDARY],
+    ),
+    "fully_booted": (
+        [ROUTE, PRIMARY, MOUNT, IP_ADD, START, BOOTED],
+        [KILL, IP_DEL, UMOUNT, SECONDARY],
+    ),
+    "test_call": (
+        [ROUTE, PRIMARY, MOUNT, IP_ADD, START, BOOTED, TEST_CALL],
+        [KILL, IP_DEL, UMOUNT, SECONDARY],
+    ),
+}
+
+
+@pytest.mark.parametrize("step", list(FAILURES))
+async def test_failing_step_rolls_back_in_reverse(cfg: Config, world: FakeWorld, step: str) -> None:
+    rig = Rig(cfg, world)
+    _fail(world, rig, step)
+    report = await rig.takeover.promote(only_node_that_can_serve=False)
+    await rig.vip.wait_announced()
+    assert report.outcome == "failed"
+    done, undo = FAILURES[step]
+    # Rolled back in reverse order; the spans are never routed back.
+    assert rig.timeline() == done + undo
+    assert "route B" not in rig.timeline()
+    assert world.role("r0") == "Secondary"
+    assert world.mounts == {}
+    assert world.addresses("eth0") == []
+    assert not world.running("asterisk")
+    failed = [s for s in report.steps if not s.ok]
+    assert failed and report.reason.startswith(failed[0].name)
+
+
+async def test_failing_test_call_on_the_only_node_stays_up_degraded(
+    cfg: Config, world: FakeWorld
+) -> None:
+    rig = Rig(cfg, world, test_outcome="no_answer")
+    report = await rig.takeover.promote(only_node_that_can_serve=True)
+    await rig.vip.wait_announced()
+    assert report.outcome == "degraded"
+    assert "test call" in report.reason
+    assert rig.timeline() == PROMOTE_ORDER
+    assert world.role("r0") == "Primary" and world.running("asterisk")
+    assert world.addresses("eth0") == ["192.0.2.10/24"]
+
+
+async def test_spans_not_up_within_grace_is_degraded_not_rolled_back(
+    cfg: Config, world: FakeWorld
+) -> None:
+    rig = Rig(cfg, world, spans_up=lambda: False)
+    started = time.monotonic()
+    report = await rig.takeover.promote(only_node_that_can_serve=False)
+    assert report.outcome == "degraded"
+    assert "spans" in report.reason
+    assert time.monotonic() - started >= cfg.spans.grace
+    assert world.role("r0") == "Primary" and world.running("asterisk")
+
+
+@pytest.mark.parametrize(
+    ("valid_checks", "stopped_before"),
+    [(0, "route"), (1, "drbd"), (2, "vip"), (3, "asterisk_start")],
+)
+async def test_lease_running_out_stops_before_the_next_primary_step(
+    cfg: Config, world: FakeWorld, valid_checks: int, stopped_before: str
+) -> None:
+    checks = 0
+
+    def lease_valid() -> bool:
+        nonlocal checks
+        checks += 1
+        return checks <= valid_checks
+
+    rig = Rig(cfg, world, lease_valid=lease_valid)
+    report = await rig.takeover.promote(only_node_that_can_serve=True)
+    await rig.vip.wait_announced()
+    assert report.outcome == "aborted"
+    assert report.reason.startswith(f"{stopped_before}: lease no longer valid")
+    timeline = rig.timeline()
+    order = [ROUTE, PRIMARY + "|" + MOUNT, IP_ADD, START]
+    done = [w for group in order[:valid_checks] for w in group.split("|")]
+    assert timeline[: len(done)] == done
+    assert START not in timeline[len(done) :] and BOOTED not in timeline
+    # What was done is undone; nothing after the stop.
+    assert world.role("r0") == "Secondary"
+    assert world.addresses("eth0") == [] and not world.running("asterisk")
+    assert checks == valid_checks + 1
+
+
+async def test_fence_runs_ip_kill_drbd_within_budget(cfg: Config, world: FakeWorld) -> None:
+    rig = Rig(cfg, world)
+    assert (await rig.takeover.promote(only_node_that_can_serve=False)).outcome == "succeeded"
+    await rig.vip.wait_announced()
+    mark = len(world.mutations())
+    started = time.monotonic()
+    report = await rig.takeover.fence()
+    elapsed = time.monotonic() - started
+    assert report.outcome == "succeeded", report
+    assert [w for _, w in world.mutations()[mark:]] == [IP_DEL, KILL, UMOUNT, SECONDARY]
+    assert [s.name for s in report.steps] == ["fence_vip", "fence_asterisk", "fence_drbd"]
+    assert elapsed < cfg.cluster.fence_budget, elapsed
+    assert world.role("r0") == "Secondary" and not world.running("asterisk")
+    assert world.addresses("eth0") == []
+
+
+async def test_fence_tries_every_step_and_never_raises(cfg: Config, world: FakeWorld) -> None:
+    rig = Rig(cfg, world)
+    await rig.takeover.promote(only_node_that_can_serve=False)
+    await rig.vip.wait_announced()
+    world.set_fault("ip addr del", exit=2, stderr="RTNETLINK answers: Operation not permitted")
+    world.set_fault("fake-service kill", sleep=5)
+    report = await rig.takeover.fence()
+    assert report.outcome == "failed"
+    assert [s.ok for s in report.steps] == [False, False, False]
+    # The slow kill was cut off at the budget; DRBD still got its (floor) turn.
+    assert sum(s.duration for s in report.steps) < cfg.cluster.fence_budget + 0.3
+    assert "fence_vip" in report.reason and "fence_asterisk" in report.reason
+
+
+async def test_demote_drains_then_stops_then_ip_then_drbd(cfg: Config, world: FakeWorld) -> None:
+    rig = Rig(cfg, world, ami=AmiStandIn(Journal(), channels=[2, 1, 0]))
+    await rig.takeover.promote(only_node_that_can_serve=False)
+    await rig.vip.wait_announced()
+    mark = len(rig.timeline())
+    report = await rig.takeover.demote(drain_timeout=5.0)
+    assert report.outcome == "succeeded", report
+    after = [w for w in rig.timeline()[mark:] if not w.startswith("channels")]
+    assert after == [STOP, IP_DEL, UMOUNT, SECONDARY]
+    assert [s.name for s in report.steps] == ["drain", "asterisk_stop", "vip_down", "drbd_down"]
+    assert report.steps[0].detail == "no calls left"
+    channels = [w for w in rig.timeline()[mark:] if w.startswith("channels")]
+    assert channels == ["channels 2", "channels 1", "channels 0"]
+
+
+async def test_readiness_reasons(cfg: Config, world: FakeWorld) -> None:
+    rig = Rig(cfg, world)
+    assert await rig.takeover.readiness(outdated=False) == (True, [])
+    ready, reasons = await rig.takeover.readiness(outdated=True)
+    assert not ready and any("outdated" in r for r in reasons)
+    world.set_drbd({"r0": drbd_resource(disk="Outdated")})
+    rig.link.connected = False
+    ready, reasons = await rig.takeover.readiness(outdated=False)
+    assert not ready
+    assert "drbd r0: disk Outdated" in reasons and "R-Series link down" in reasons
+
+
+async def test_local_services(cfg: Config, world: FakeWorld) -> None:
+    rig = Rig(cfg, world)
+    before = await rig.takeover.local_services()
+    assert (before.vip_present, before.asterisk_running, before.drbd_primary) == (
+        False,
+        False,
+        False,
+    )
+    assert not before.any_primary
+    await rig.takeover.promote(only_node_that_can_serve=False)
+    after = await rig.takeover.local_services()
+    assert after.vip_present and after.asterisk_running and after.drbd_primary
+
+
+def _exists(pid: int) -> bool:
+    return Path(f"/proc/{pid}").exists()
+
+
+def _alive(pid: int) -> bool:
+    """Running (a zombie waiting for init does not count)."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+async def test_cancelled_takeover_leaves_no_child_behind(cfg: Config, world: FakeWorld) -> None:
+    rig = Rig(cfg, world)
+    world.set_fault("fake-service start", sleep=60, child=True)
+    task = asyncio.create_task(rig.takeover.promote(only_node_that_can_serve=False))
+
+    def hanging_start() -> list[dict[str, Any]]:
+        path = world.dir / "calls.jsonl"
+        lines = path.read_text().splitlines() if path.exists() else []
+        return [c for c in map(json.loads, lines) if "child_pid" in c]
+
+    await wait_for(lambda: bool(hanging_start()), within=10, what="the start command to hang")
+    record = hanging_start()[0]
+    pids = [record["pid"], record["child_pid"]]
+    assert all(_alive(p) for p in pids)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await wait_for(lambda: not any(_alive(p) for p in pids), within=5, what="children gone")
+    # The direct child was reaped, not left as a zombie.
+    assert not _exists(record["pid"])
+    assert rig.steps[-1].name == "asterisk_start" and rig.steps[-1].detail == "cancelled"
