@@ -242,7 +242,6 @@ async def switchover(args: argparse.Namespace) -> int:
             print(f"{args.to} already holds the lease (epoch {read.lease.epoch})")
             return 0
         request_id = uuid.uuid4().hex[:12]
-        await bus.request_switchover(args.to, args.drain_timeout, request_id=request_id)
         await bus.append_event(
             "switchover_requested",
             f"switchover to {args.to} requested from the CLI",
@@ -250,6 +249,7 @@ async def switchover(args: argparse.Namespace) -> int:
             drain_timeout=args.drain_timeout,
             request=request_id,
         )
+        await bus.request_switchover(args.to, args.drain_timeout, request_id=request_id)
         print(f"switchover to {args.to} requested (request {request_id})")
         if not args.wait:
             return 0
@@ -291,8 +291,10 @@ async def wait_for_switchover(bus: Bus, target: str, request_id: str, limit: flo
             while True:
                 woken.clear()
                 try:
-                    read = await bus.read_lease()
+                    # Controls first: a request cleared after the hand-over is then
+                    # followed by a lease read that shows the new holder.
                     controls = await bus.controls()
+                    read = await bus.read_lease()
                 except BusError:
                     read = None
                 if read is not None:
@@ -316,7 +318,7 @@ async def wait_for_switchover(bus: Bus, target: str, request_id: str, limit: flo
 async def _last_switchover_event(bus: Bus) -> str:
     try:
         for event in reversed(await bus.read_events(20)):
-            if event["kind"].startswith("switchover"):
+            if event["kind"].startswith("switchover") and event["kind"] != "switchover_requested":
                 return f": {event['message']}"
     except BusError:
         pass
