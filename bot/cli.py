@@ -16,6 +16,7 @@ from bot.logsetup import setup_logging
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="failover-bot",
+        allow_abbrev=False,
         description="Keeps an Asterisk PBX in service across two servers.",
         epilog="Exit codes: 0 done; 1 it ran and the outcome was a failure; "
         "2 it could not run (usage, configuration, unreachable dependency).",
