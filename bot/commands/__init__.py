@@ -14,4 +14,5 @@ COMMAND_MODULES = [
     "ami",
     "rseries",
     "cluster",
+    "actions",
 ]
