@@ -26,3 +26,7 @@ async def make_bus(redis_server: RedisServer) -> AsyncIterator[BusFactory]:
     yield factory
     for bus in made:
         await bus.close()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "slow: Sentinel failover tests (about 20 s each)")
