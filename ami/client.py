@@ -196,6 +196,7 @@ class AmiClient:
         self.last_ping_rtt: float | None = None
         self.reconnects = 0
         self.connects = 0
+        self.failures = 0
         self.last_shutdown: ShutdownInfo | None = None
         self.last_error: str | None = None
         self.ami_version: str | None = None
@@ -288,11 +289,12 @@ class AmiClient:
             ) from None
 
     async def wait_connected(self, within: float) -> None:
-        """Until logged in; raises the last connection error (or AmiTimeout)."""
+        """Until logged in; raises AmiConnectionError with the reason when an attempt fails."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + within
+        failures = self.failures
         while not self.connected:
-            if loop.time() >= deadline:
+            if loop.time() >= deadline or self.failures > failures:
                 raise AmiConnectionError(
                     self.last_error or f"AMI {self.address}: not connected within {within:g} s"
                 )
@@ -354,10 +356,12 @@ class AmiClient:
                 delay = backoff_delay(0, self._rng)
             except AmiAuthError as exc:
                 self.last_error = str(exc)
+                self.failures += 1
                 log.error("%s; retrying in %.0f s", exc, AUTH_RETRY)
                 delay = AUTH_RETRY * self._rng.uniform(1.0, 1.2)
             except AmiError as exc:
                 self.last_error = str(exc)
+                self.failures += 1
                 delay = backoff_delay(attempt, self._rng)
                 attempt += 1
                 log.log(
@@ -409,7 +413,8 @@ class AmiClient:
         login = Action(
             {"Action": "Login", "Username": self.username, "Secret": self._secret, "Events": "on"}
         )
-        remaining = max(0.05, deadline - loop.time())
+        # Asterisk answers a wrong secret only after about 1 s: leave room for that.
+        remaining = max(self.action_timeout, deadline - loop.time())
         resp = await self._await(proto, login, remaining, "Login")
         if not resp.success:
             raise AmiAuthError(
@@ -449,7 +454,7 @@ class AmiClient:
         except TimeoutError:
             proto.responses.pop(action.id, None)
             raise AmiTimeout(
-                f"AMI {self.address}: {what} got no answer within {limit:g} s"
+                f"AMI {self.address}: {what} got no answer within {limit:.3g} s"
             ) from None
 
     # ------------------------------------------------------------------ actions

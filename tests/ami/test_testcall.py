@@ -1,0 +1,77 @@
+"""Test calls against the simulator: every outcome, including timeout."""
+
+from __future__ import annotations
+
+import pytest
+
+from ami.errors import AmiConnectionError
+from ami.simulator import AsteriskSimulator, control
+from ami.testcall import originate_fields, run_test_call
+from bot.config import TestCallConfig as CallCfg
+
+
+@pytest.mark.parametrize(
+    "mode,outcome,code",
+    [
+        ("answer", "answered", 4),
+        ("busy", "busy", 5),
+        ("noanswer", "no_answer", 3),
+        ("congestion", "congestion", 8),
+        ("fail", "failed", 0),
+    ],
+)
+async def test_outcomes(
+    sim: AsteriskSimulator, make_client, mode: str, outcome: str, code: int
+) -> None:
+    c = make_client(sim, ping_interval=5.0)
+    await c.start()
+    await c.wait_fully_booted(3)
+    await control(sim.control_port, {"cmd": "testcall", "mode": mode})
+    result = await run_test_call(c, CallCfg(timeout=0.2))
+    assert result.outcome == outcome, result
+    assert result.reason_code == code
+    assert result.setup_seconds is not None and result.setup_seconds < 2
+    if outcome == "answered":
+        assert result.channel.startswith("Local/100@test-") and result.uniqueid != "<unknown>"
+    else:
+        assert result.channel == "Local/100@test"
+
+
+async def test_dialplan_outcomes_and_refusal(sim: AsteriskSimulator, make_client) -> None:
+    c = make_client(sim, ping_interval=5.0)
+    await c.start()
+    await c.wait_fully_booted(3)
+    busy = await run_test_call(c, CallCfg(channel="Local/busy@test", timeout=1))
+    assert busy.outcome == "busy"
+    refused = await run_test_call(c, CallCfg(exten="nosuch", timeout=1))
+    assert refused.outcome == "failed" and "Extension does not exist." in refused.reason
+    app = await run_test_call(c, CallCfg(application="Wait", data="1", context=None))
+    assert app.outcome == "answered"
+    await control(sim.control_port, {"cmd": "span_alarm", "span": 1, "kind": "red"})
+    await control(sim.control_port, {"cmd": "span_alarm", "span": 2, "kind": "red"})
+    pstn = await run_test_call(c, CallCfg(channel="DAHDI/g1/5551234", timeout=1))
+    assert pstn.outcome == "congestion"
+
+
+async def test_timeout(sim: AsteriskSimulator, make_client, monkeypatch) -> None:
+    monkeypatch.setattr("ami.testcall.RESPONSE_MARGIN", 0.1)
+    c = make_client(sim, ping_interval=5.0)
+    await c.start()
+    await c.wait_fully_booted(3)
+    await control(sim.control_port, {"cmd": "testcall", "mode": "silent"})
+    result = await run_test_call(c, CallCfg(timeout=0.2))
+    assert result.outcome == "timeout" and result.setup_seconds is None
+    assert "no OriginateResponse" in result.reason
+
+
+async def test_not_connected(sim: AsteriskSimulator, make_client) -> None:
+    c = make_client(sim)
+    with pytest.raises(AmiConnectionError):
+        await run_test_call(c, CallCfg())
+
+
+def test_originate_fields_always_async_and_cdr_off() -> None:
+    f = originate_fields(CallCfg(variables={"X": "1"}, timeout=2.5), "id-1")
+    assert f["Async"] == "true" and f["ActionID"] == "id-1" and f["Timeout"] == "2500"
+    assert f["Variable"] == ["CDR_PROP(disable)=1", "X=1"]
+    assert (f["Context"], f["Exten"], f["Priority"]) == ("test", "answer", "1")
