@@ -36,7 +36,8 @@ class NotificationLike(Protocol):
 class RSeriesLinkLike(Protocol):
     """The parts of ``rseries.driver.RSeriesLink`` used here."""
 
-    connected: bool
+    @property
+    def connected(self) -> bool: ...
 
     async def route(self, host: str) -> Any: ...
 
@@ -62,6 +63,7 @@ class PstnObservation:
     active: str | None  # the host the spans are on now
     routed_here: bool  # the spans are on this node's host port
     line: str  # for the event log
+    cause: str = ""  # as the appliance sent it: WATCHDOG, BUTTON, POWERON, COMMAND, ...
 
     @property
     def needs_reroute(self) -> bool:
@@ -88,7 +90,9 @@ def observation_from(notification: Any, host: str) -> PstnObservation | None:
     }
     kind = kinds.get(cause, "other")
     raw = getattr(notification, "raw", "") or f"! ACTIVE={active} CAUSE={cause}"
-    return PstnObservation(kind=kind, active=active, routed_here=active == host, line=raw)
+    return PstnObservation(
+        kind=kind, active=active, routed_here=active == host, line=raw, cause=cause
+    )
 
 
 def heartbeat_wanted(

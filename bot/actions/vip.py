@@ -20,6 +20,8 @@ from bot.runner import Runner, run_command
 log = logging.getLogger(__name__)
 
 IP_TIMEOUT = 5.0
+# arping waits a second after its last packet for replies that never come with -U.
+ARPING_WAIT = 3.0
 
 
 def default_label(interface: str) -> str:
@@ -84,7 +86,7 @@ class Vip:
             limit=limit,
         )
         if code != 0:
-            if "File exists" in text:
+            if "File exists" in text or "already assigned" in text:
                 return False
             raise VipError(f"ip addr add {self.cfg.address} dev {self.cfg.interface}: {text}")
         self.announce()
@@ -97,34 +99,50 @@ class Vip:
             "addr", "del", self.cfg.address, "dev", self.cfg.interface, limit=limit
         )
         if code != 0:
-            if "Cannot assign requested address" in text:
+            if "Cannot assign requested address" in text or "Address not found" in text:
                 return False
             raise VipError(f"ip addr del {self.cfg.address} dev {self.cfg.interface}: {text}")
         return True
 
-    def arping_argv(self) -> list[str]:
+    def arping_argv(self, count: int, interval: int | None = None) -> list[str]:
+        every = ["-i", str(interval)] if interval else []
         return self._argv(
-            "arping",
-            "-q",
-            "-U",
-            "-c",
-            str(self.cfg.arp_count),
-            "-i",
-            f"{self.cfg.arp_interval:g}",
-            "-I",
-            self.cfg.interface,
-            self.address,
-        )
+            "arping", "-q", "-U", "-c", str(count), *every, "-I", self.cfg.interface, self.address
+        )  # fmt: skip
 
     async def announce_now(self) -> None:
         """One burst of gratuitous ARP, awaited."""
         if self.interface_address.version == 6:
             return  # check-config refuses IPv6 floating addresses
-        limit = self.cfg.arp_count * self.cfg.arp_interval + 3.0
+        count, interval = self.cfg.arp_count, self.cfg.arp_interval
+        if interval >= 1 and interval == int(interval):
+            argv = self.arping_argv(count, int(interval))
+            results = [await self._arping(argv, count * interval + ARPING_WAIT)]
+        else:
+            # iputils arping takes whole seconds only: space single packets ourselves.
+            tasks: list[asyncio.Task[Exception | None]] = []
+            try:
+                for i in range(count):
+                    if i:
+                        await asyncio.sleep(interval)
+                    tasks.append(
+                        asyncio.create_task(self._arping(self.arping_argv(1), ARPING_WAIT))
+                    )
+                results = list(await asyncio.gather(*tasks))
+            finally:
+                for task in tasks:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+        errors = [r for r in results if r is not None]
+        if errors:
+            raise VipError(f"gratuitous ARP failed: {errors[0]}")
+
+    async def _arping(self, argv: list[str], limit: float) -> Exception | None:
         try:
-            await self.run(self.arping_argv(), timeout=limit)
+            await self.run(argv, timeout=limit)
         except ActionError as exc:
-            raise VipError(f"gratuitous ARP failed: {exc}") from None
+            return exc
+        return None
 
     def announce(self) -> asyncio.Task[None]:
         """Start a burst in the background; failures are logged."""
