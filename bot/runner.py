@@ -13,19 +13,17 @@ import contextlib
 import logging
 import os
 import signal
+import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import IO, Protocol
 
 from bot.actions.errors import CommandFailed, CommandNotFound, CommandTimeout
 
 log = logging.getLogger(__name__)
 
 OUTPUT_LIMIT = 64 * 1024
-# After the child exits, a grandchild that kept the pipes open (a daemonising
-# start command) must not hold the caller up for longer than this.
-PIPE_DRAIN_GRACE = 0.2
 REAP_TIMEOUT = 2.0
 REDACTED = "***"
 
@@ -84,28 +82,22 @@ async def run_command(
     shown = [redact_text(a, redact) for a in argv]
     child_env = None if env is None else {**os.environ, **env}
     started = time.monotonic()
-    try:
-        proc = await asyncio.create_subprocess_exec(
-            *argv,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            env=child_env,
-            start_new_session=True,
-        )
-    except (FileNotFoundError, PermissionError, NotADirectoryError) as exc:
-        raise CommandNotFound(
-            f"{shown[0]}: cannot run ({exc.strerror or exc})", returncode=None
-        ) from None
-    except OSError as exc:
-        raise CommandFailed(f"{shown[0]}: cannot start ({exc.strerror or exc})") from None
-
-    assert proc.stdout is not None and proc.stderr is not None
-    readers = [
-        asyncio.create_task(_read_capped(proc.stdout)),
-        asyncio.create_task(_read_capped(proc.stderr)),
-    ]
-    try:
+    # Output goes to unlinked temporary files, not pipes: on Python 3.11, Process.wait()
+    # also waits for the pipes to close, which a daemonising grandchild never does.
+    with tempfile.TemporaryFile() as out_file, tempfile.TemporaryFile() as err_file:
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *argv,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=out_file,
+                stderr=err_file,
+                env=child_env,
+                start_new_session=True,
+            )
+        except (FileNotFoundError, PermissionError, NotADirectoryError) as exc:
+            raise CommandNotFound(f"{shown[0]}: cannot run ({exc.strerror or exc})") from None
+        except OSError as exc:
+            raise CommandFailed(f"{shown[0]}: cannot start ({exc.strerror or exc})") from None
         try:
             async with asyncio.timeout(timeout):
                 returncode = await proc.wait()
@@ -114,15 +106,11 @@ async def run_command(
             raise CommandTimeout(
                 f"{' '.join(shown)}: no result within {timeout:g}s (killed)"
             ) from None
-        out, err = await _collect(readers)
-    except BaseException:
-        # Cancelled (or timed out): the child and its group must not outlive us.
-        await _kill_and_reap(proc)
-        raise
-    finally:
-        for task in readers:
-            task.cancel()
-        await asyncio.gather(*readers, return_exceptions=True)
+        except BaseException:
+            # Cancelled: the child and its group must not outlive us.
+            await _kill_and_reap(proc)
+            raise
+        out, err = await asyncio.to_thread(_read_heads, out_file, err_file)
 
     result = CommandResult(
         argv=shown,
@@ -140,26 +128,11 @@ async def run_command(
     return result
 
 
-async def _read_capped(stream: asyncio.StreamReader) -> bytes:
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        chunk = await stream.read(65536)
-        if not chunk:
-            return b"".join(chunks)
-        if size < OUTPUT_LIMIT:
-            chunks.append(chunk[: OUTPUT_LIMIT - size])
-            size += len(chunks[-1])
-
-
-async def _collect(readers: list[asyncio.Task[bytes]]) -> tuple[str, str]:
-    await asyncio.wait(readers, timeout=PIPE_DRAIN_GRACE)
+def _read_heads(*files: IO[bytes]) -> tuple[str, str]:
     texts = []
-    for task in readers:
-        data = (
-            task.result() if task.done() and not task.cancelled() and not task.exception() else b""
-        )
-        texts.append(data.decode("utf-8", errors="replace"))
+    for fh in files:
+        fh.seek(0)
+        texts.append(fh.read(OUTPUT_LIMIT).decode("utf-8", errors="replace"))
     return texts[0], texts[1]
 
 
