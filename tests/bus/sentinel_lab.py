@@ -17,7 +17,14 @@ import redis
 from tests.helpers import RedisServer, free_port, port_open, wait_for_sync
 
 SERVICE = "svc"
-REPLICA_ARGS = ["--min-replicas-to-write", "1", "--min-replicas-max-lag", "2"]
+REPLICA_ARGS = [
+    "--min-replicas-to-write",
+    "1",
+    "--min-replicas-max-lag",
+    "2",
+    "--repl-diskless-sync-delay",  # full syncs start at once (default: wait 5 s)
+    "0",
+]
 
 
 class Proxy:

@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import time
+from pathlib import Path
 
 import pytest
 import redis.asyncio as aredis
@@ -285,3 +286,16 @@ async def test_values_written_by_lua_parse_as_json(
         assert int(await raw.get(KEYS.epoch)) == 2**40 + 1
     finally:
         await raw.aclose()
+
+
+async def test_confirmation_refuses_a_write_no_replica_has(tmp_path: Path) -> None:
+    lone = RedisServer(tmp_path / "lone")
+    lone.start()
+    bus = Bus(RedisConfig(url=lone.url, timeout=0.3), "t", "a", confirm_writes=True)
+    try:
+        with pytest.raises(BusError, match="no replica confirmed"):
+            await bus.acquire(3.0, 0)
+        assert (await bus.read_lease()).lease is None  # the unconfirmed lease was dropped
+    finally:
+        await bus.close()
+        lone.stop()

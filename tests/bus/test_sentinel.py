@@ -107,7 +107,7 @@ async def run_scenario(lab: SentinelLab, a_bus: Bus, fault: str) -> None:
         new_port = lab.master_port_seen()
         assert new_port is not None
         await wait_for(
-            lambda: lab.writable_with_replica(new_port), 20, what="new master with a replica"
+            lambda: lab.writable_with_replica(new_port), 40, what="new master with a replica"
         )
         await wait_for(
             lambda: a.confirmed_since(t_after) or b.confirmed_since(t_after),
@@ -137,18 +137,3 @@ async def test_isolated_old_master_never_two_confirmed_holders(lab: SentinelLab)
     # the partition would; it must not get a confirmed lease there.
     direct = RedisConfig(url=lab.master.url, timeout=0.5)
     await run_scenario(lab, Bus(direct, "t", "a", confirm_writes=True), "isolate")
-
-
-async def test_confirmation_refuses_a_write_no_replica_has(tmp_path: Path) -> None:
-    from tests.helpers import RedisServer
-
-    lone = RedisServer(tmp_path / "lone")
-    lone.start()
-    bus = Bus(RedisConfig(url=lone.url, timeout=0.3), "t", "a", confirm_writes=True)
-    try:
-        with pytest.raises(BusError, match="no replica confirmed"):
-            await bus.acquire(3.0, 0)
-        assert (await bus.read_lease()).lease is None  # the unconfirmed lease was dropped
-    finally:
-        await bus.close()
-        lone.stop()
