@@ -22,7 +22,6 @@ import contextlib
 import fcntl
 import json
 import os
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -95,6 +94,8 @@ def apply_fault(cmd: str, argv: list[str]) -> None:
                 del faults[match]
             save(STATE, "faults.json", faults)
     if fault.get("child"):
+        import subprocess  # only here: keeps the common path's start-up fast
+
         child = subprocess.Popen(["sleep", "300"])
         record(cmd, argv, child_pid=child.pid, event="child")
     if fault.get("sleep"):
