@@ -379,11 +379,10 @@ class Bus:
         return bool(int(reply))
 
     async def set_paused(self, paused: bool) -> None:
+        # A resume is written, not deleted, so that a flag lost with a Redis restart
+        # (no field) is told apart from an explicit resume (design §3 rule 8).
         value = model.dumps({"on": paused, "at": time.time(), "by": self.node_id})
-        if paused:
-            await self._control({model.PAUSED_FIELD: value}, [])
-        else:
-            await self._control({}, [model.PAUSED_FIELD])
+        await self._control({model.PAUSED_FIELD: value}, [])
 
     async def _per_node(self, kind: str, node: str, value: dict[str, Any] | None) -> None:
         name = f"{kind}:{node}"

@@ -130,7 +130,9 @@ class Switchover:
 
 @dataclass(frozen=True)
 class Controls:
-    paused: bool = False
+    # None: no flag on the bus (a fresh cluster, or a Redis that lost it: rule 8
+    # then keeps a pause the node remembers); False: explicitly resumed.
+    paused: bool | None = None
     cordoned: frozenset[str] = frozenset()
     failed: dict[str, float] = field(default_factory=dict)  # node -> until (wall clock)
     switchover: Switchover | None = None
@@ -300,7 +302,7 @@ PER_NODE_FIELDS = ("cordon", "failed", "outdated")
 
 
 def decode_controls(key: str, raw: dict[bytes, bytes] | dict[str, str]) -> Controls:
-    paused = False
+    paused: bool | None = None
     cordoned: set[str] = set()
     outdated: set[str] = set()
     failed: dict[str, float] = {}

@@ -61,7 +61,7 @@ def build_status(
         "lease_remaining_seconds": None if remaining is None else round(remaining, 3),
         "lease_next_node": current.next_node if current is not None else None,
         "redis_run_id": lease.run_id if lease is not None else None,
-        "paused": ctl.paused if controls is not None else None,
+        "paused": bool(ctl.paused) if controls is not None else None,
         "switchover": None
         if sw is None
         else {

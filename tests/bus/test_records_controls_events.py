@@ -113,6 +113,8 @@ async def test_controls_round_trip_with_wakeups(make_bus: BusFactory) -> None:
         await cli.set_outdated("b", False)
         c = await ha.controls()
         assert not c.paused and not c.cordoned and not c.failed and not c.outdated
+        # An explicit resume is kept, unlike a flag that vanished (design §3 rule 8).
+        assert c.paused is False
         assert c.switchover is None
     finally:
         await wake.aclose()
@@ -203,3 +205,13 @@ async def test_wakeups_end_with_bus_unavailable_when_redis_goes(
     finally:
         await wake.aclose()
         redis_server.start()
+
+
+async def test_pause_flag_is_three_valued(make_bus: BusFactory) -> None:
+    """No flag (None) differs from an explicit resume (False): rule 8 needs to tell."""
+    bus = await make_bus("a")
+    assert (await bus.controls()).paused is None
+    await bus.set_paused(True)
+    assert (await bus.controls()).paused is True
+    await bus.set_paused(False)
+    assert (await bus.controls()).paused is False
