@@ -209,7 +209,7 @@ async def test_wakeups_end_with_bus_unavailable_when_redis_goes(
 
 async def test_pause_flag_is_three_valued(make_bus: BusFactory) -> None:
     """No flag (None) differs from an explicit resume (False): rule 8 needs to tell."""
-    bus = await make_bus("a")
+    bus = make_bus("a")
     assert (await bus.controls()).paused is None
     await bus.set_paused(True)
     assert (await bus.controls()).paused is True
