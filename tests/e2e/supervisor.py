@@ -333,8 +333,10 @@ class Supervisor:
     def _signal(self, proc: asyncio.subprocess.Process, sig: signal.Signals) -> None:
         if proc.returncode is not None:
             return
+        # os.kill, not proc.send_signal: Popen.send_signal polls first and can reap the
+        # child behind asyncio's watcher, which then reports exit status 255.
         with contextlib.suppress(ProcessLookupError):
-            proc.send_signal(sig)
+            os.kill(proc.pid, sig)
         if sig != signal.SIGCONT:
             self.log.write("signal", pid=proc.pid, signal=sig.name)
 

@@ -15,10 +15,12 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.supervisor import child_pid, parse_notify, read_log, supervisor_argv
+from tests.e2e.supervisor import child_pid, notify, parse_notify, read_log, supervisor_argv
 from tests.helpers import wait_for_sync
 
 ROOT = Path(__file__).resolve().parents[2]
+# Scheduling slack on a loaded 2-core machine; still far below any watchdog period used.
+MARGIN = 0.3
 
 # A supervised program. It notes each start (pid and the environment it got) in
 # starts.jsonl, then behaves as its mode says.
@@ -54,10 +56,6 @@ while True:
         notify("WATCHDOG=1")
     time.sleep(0.05)
 """
-
-SEND_WATCHDOG = (
-    "import sys; from tests.e2e.supervisor import notify; notify('WATCHDOG=1', sys.argv[1])"
-)
 
 # Stop-post: record what the supervisor told it about the exit.
 STOP_POST = r"""
@@ -183,9 +181,9 @@ def test_silent_child_is_killed_within_watchdog_sec(supervise: Any) -> None:
     (timeout,) = run.wait_event("watchdog_timeout", within=5)
     last_ping = run.events("watchdog_ping")[-1]
     # systemd's rule: fire once WatchdogSec passed without a ping (a little scheduling slack).
-    assert 0.5 <= timeout["mono"] - last_ping["mono"] < 0.5 + 0.15
+    assert 0.5 <= timeout["mono"] - last_ping["mono"] < 0.5 + MARGIN
     exited = run.wait_event("exited")[0]
-    assert exited["signal"] == "SIGABRT" and exited["result"] == "watchdog"
+    assert exited.get("signal") == "SIGABRT" and exited["result"] == "watchdog", exited
     assert exited["mono"] - timeout["mono"] < 0.5
     run.wait_event("stop_post")
     assert run.lines("stop_post.jsonl")[0]["SERVICE_RESULT"] == "watchdog"
@@ -202,7 +200,7 @@ def test_sigstopped_child_is_killed_too(supervise: Any) -> None:
     (exited,) = run.events("exited")
     # SIGCONT after SIGABRT delivers it: no need to wait for the SIGKILL 2 s later.
     assert exited["signal"] == "SIGABRT"
-    assert exited["mono"] - stopped < 0.5 + 0.3
+    assert exited["mono"] - stopped < 0.5 + MARGIN
     assert run.events("stop_post")[0]["ok"] is True
     assert run.events("kill") == []
 
@@ -237,23 +235,16 @@ def test_stuck_stop_post_is_killed_after_its_timeout(supervise: Any, tmp_path: P
 
 
 def test_notifications_from_other_processes_are_ignored(supervise: Any) -> None:
-    run = supervise("silent", 0.0, watchdog_sec=0.4, restart="no")
-    run.wait_event("ready")
+    run = supervise("silent", 0.0, watchdog_sec=0.6, restart="no")
+    (ready,) = run.wait_event("ready")
     sock = run.lines("starts.jsonl")[0]["NOTIFY_SOCKET"]
-    # Not the main pid: a stray WATCHDOG=1 must not keep a silent child alive.
+    # Sent by this test process, not the main pid: must not keep a silent child alive.
     for _ in range(3):
-        subprocess.run(
-            [
-                sys.executable,
-                "-c",
-                SEND_WATCHDOG,
-                sock,
-            ],
-            cwd=ROOT,
-            check=True,
-        )
-    run.wait_event("watchdog_timeout")
-    assert run.events("notify_ignored")
+        notify("WATCHDOG=1", sock)
+    (timeout,) = run.wait_event("watchdog_timeout")
+    assert timeout["mono"] - ready["mono"] < 0.6 + MARGIN
+    assert len(run.events("notify_ignored")) == 3
+    assert run.events("watchdog_ping") == []
 
 
 def test_parse_notify() -> None:
