@@ -9,7 +9,9 @@ no message, log line or repr carries it.
 
 ``events()`` is one endless stream over reconnects: when the websocket drops
 (Asterisk stopping closes it without a close frame, code 1006) it reconnects
-with backoff (100 ms doubling to 5 s, jittered). Events that happen while it
+with backoff (100 ms doubling to 5 s, jittered). A frozen peer is found by
+websocket ping: no pong within ``timeout`` after a ping (sent every
+``2 * timeout`` of silence) drops the socket. Events that happen while it
 is down are lost; ``ws_connects`` counts the connections so a consumer can
 tell a gap happened.
 """
@@ -274,7 +276,8 @@ class AriClient:
                 finally:
                     self._sockets.discard(ws)
                     self.ws_connected = False
-                    await ws.close()
+                    with contextlib.suppress(aiohttp.ClientError, OSError):
+                        await ws.close()
                 if self._closed:
                     return
                 if self.clock() - opened >= STABLE_AFTER:
@@ -297,7 +300,7 @@ class AriClient:
                     params={"app": self.app},
                     headers=self._auth.headers(),
                     # A silent peer is found by ping/pong: no pong within heartbeat/2 closes.
-                    heartbeat=max(2 * self.timeout, 1.0),
+                    heartbeat=max(2 * self.timeout, 0.2),
                     max_msg_size=MAX_FRAME,
                     autoclose=True,
                     timeout=aiohttp.ClientWSTimeout(ws_close=self.timeout),

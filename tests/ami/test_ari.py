@@ -11,6 +11,9 @@ import json
 import logging
 import random
 import re
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -31,7 +34,7 @@ from ami.errors import (
 )
 from bot.config import AriConfig, Secret
 from tests.ami.conftest import captures_dir
-from tests.helpers import free_port, wait_for
+from tests.helpers import free_port, port_open, wait_for, wait_for_sync
 
 PASSWORD = "ari-p4ss-w0rd-xyz"
 TS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+0000$")
@@ -437,6 +440,33 @@ async def test_asterisk_stop_drops_the_socket_and_events_resume_after_restart(
         await asyncio.wait_for(task, 3)
 
 
+async def test_a_frozen_events_socket_is_dropped_by_ping_and_reopened(
+    ari: AriSimulator, make_client: Callable[..., AriClient]
+) -> None:
+    timeout = 0.2
+    client = make_client(ari, app=CAPTURE_APP, timeout=timeout)
+    got: list[dict[str, Any]] = []
+
+    async def consume() -> None:
+        async for event in client.events():
+            got.append(event)
+
+    task = asyncio.create_task(consume())
+    try:
+        await wait_for(lambda: ari.ws_clients() == 1, within=3, what="socket")
+        assert ari.freeze_websockets() == 1
+        frozen_at = time.monotonic()
+        # Ping after 2*timeout of silence, pong due within timeout, then the backoff.
+        await wait_for(lambda: client.ws_connects == 2, within=3 * timeout + 1.0, what="reopen")
+        assert time.monotonic() - frozen_at >= 2 * timeout
+        await wait_for(lambda: ari.ws_clients() >= 1 and client.ws_connected, within=2, what="up")
+        await ari.send_event(CAPTURE_APP, "ChannelVarset", variable="C", value="3")
+        await wait_for(lambda: len(got) == 1, within=3, what="event on the new socket")
+    finally:
+        await client.close()
+        await asyncio.wait_for(task, 3)
+
+
 async def test_events_with_wrong_password_retry_without_leaking(
     ari: AriSimulator, make_client: Callable[..., AriClient], caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -509,3 +539,48 @@ async def test_run_health_survives_the_server_going_away(
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+
+
+# -- the simulator as a process ----------------------------------------------
+
+
+def test_simulator_process_serves_and_stops_on_sigterm(tmp_path: Path) -> None:
+    missing = subprocess.run(
+        [sys.executable, "-m", "ami.ari_simulator", "--password-file", str(tmp_path / "none")],
+        capture_output=True,
+        text=True,
+        timeout=20,
+    )
+    assert missing.returncode == 2 and "--password-file" in missing.stderr
+
+    secret = tmp_path / "ari.secret"
+    secret.write_text(PASSWORD + "\n")
+    port = free_port()
+    argv = [sys.executable, "-m", "ami.ari_simulator", "--port", str(port)]
+    proc = subprocess.Popen(
+        [*argv, "--password-file", str(secret)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_for_sync(lambda: port_open(port) or proc.poll() is not None, within=10, what="port")
+        assert proc.poll() is None
+
+        async def check() -> float:
+            client = AriClient(f"http://127.0.0.1:{port}/ari", "failover", PASSWORD)
+            try:
+                return await client.ping()
+            finally:
+                await client.close()
+
+        assert asyncio.run(check()) > 0
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=10)
+        assert proc.returncode == 0, err
+        assert f"http://127.0.0.1:{port}/ari" in out
+        assert PASSWORD not in out + err
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=5)
