@@ -355,10 +355,11 @@ class AriClient:
         """Ping every ``interval``; keeps ``ok``, ``ok_since``, ``last_error``, ``last_rtt``.
 
         A stalled Asterisk turns ``ok`` False within ``interval + timeout``.
+        Returns once the client is closed.
         """
         if interval <= 0:
             raise ValueError("ARI health interval must be positive")
-        while True:
+        while not self._closed:
             started = self.clock()
             try:
                 rtt = await self.ping()
@@ -370,13 +371,15 @@ class AriClient:
             else:
                 self.last_rtt = rtt
                 self._set_health(True, None)
-            await asyncio.sleep(max(0.0, interval - (self.clock() - started)))
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(max(0.0, interval - (self.clock() - started))):
+                    await self._closing.wait()
 
     def _set_health(self, ok: bool, error: str | None) -> None:
         if ok != self.ok:
             self.ok_since = self.clock()
             if ok:
-                log.info("ARI answers again")
+                log.info("ARI answers (ping %.1f ms)", (self.last_rtt or 0.0) * 1000)
             else:
                 log.warning("ARI unhealthy: %s", error)
         self.ok = ok

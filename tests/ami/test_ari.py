@@ -358,6 +358,21 @@ async def test_from_config_reveals_the_secret_only_to_the_header(ari: AriSimulat
         await client.close()
 
 
+async def test_a_shared_session_stays_open_and_close_ends_the_loops(ari: AriSimulator) -> None:
+    async with aiohttp.ClientSession() as session:
+        client = AriClient(ari.url, "failover", PASSWORD, session=session, timeout=0.5)
+        health = asyncio.create_task(client.run_health(10.0))
+        await wait_for(lambda: client.ok, within=2, what="healthy")
+        await client.close()
+        await asyncio.wait_for(health, 2)  # close() ends run_health without waiting 10 s
+        assert not session.closed
+        with pytest.raises(AmiConnectionError, match="closed"):
+            await client.ping()
+        again = AriClient(ari.url, "failover", PASSWORD, session=session)
+        assert await again.ping() > 0
+        await again.close()
+
+
 def test_reconnect_delay_is_bounded_and_jittered() -> None:
     rng = random.Random(7)
     delays = [[reconnect_delay(a, rng) for a in range(12)] for _ in range(50)]
