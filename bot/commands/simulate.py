@@ -6,7 +6,7 @@ import argparse
 import importlib
 
 # Modules that provide ``register_simulate(simulate_subparsers)``.
-SIMULATOR_MODULES: list[str] = ["rseries.simulator_cli", "ami.simulator_cli"]
+SIMULATOR_MODULES: list[str] = ["rseries.simulator_cli", "ami.simulator_cli", "ami.ari_simulator"]
 
 
 def register(sub: argparse._SubParsersAction) -> None:
