@@ -153,6 +153,7 @@ class TcpProxy:
             "connections": self.connections,
             "accepted": self.accepted,
             "forwarded_bytes": self.forwarded_bytes,
+            "history": self.history,
         }
 
     def _spawn(self, coro: Any) -> None:

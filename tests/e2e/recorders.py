@@ -236,6 +236,7 @@ class PollingSampler:
         self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
         self._thread.start()
         if not self._first.wait(5.0):
+            self.stop()
             raise RuntimeError(f"{self.name}: no first sample within 5 s")
         return self
 
@@ -346,12 +347,16 @@ class RedisKeySampler(PollingSampler):
         self._client = redis.Redis.from_url(url, socket_timeout=0.2, socket_connect_timeout=0.2)
         self.key = key
         self.parse = parse
+        self.unreachable = 0  # samples that found Redis unreachable (holders kept)
+        self.last_error = ""
         super().__init__(self._probe, period, name="redis-key-sampler")
 
     def _probe(self) -> set[str]:
         try:
             value = self._client.get(self.key)
-        except Exception:
+        except Exception as exc:
+            self.unreachable += 1
+            self.last_error = f"{type(exc).__name__}: {exc}"
             return self.builder.holders()
         node = self.parse(value.encode() if isinstance(value, str) else value)
         return {node} if node else set()

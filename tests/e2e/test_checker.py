@@ -283,3 +283,9 @@ def test_redis_key_sampler_follows_the_holder(redis_server: RedisServer) -> None
         assert intervals[0].end < intervals[1].start
     finally:
         client.close()
+
+
+def test_timeline_shows_every_history_relative_to_t0() -> None:
+    text = healthy_failover().timeline(T0)
+    assert "vip       a[+0.000,+10.000), b[+10.000,+30.000)" in text
+    assert "lease     a[+0.000,+9.900)" in text

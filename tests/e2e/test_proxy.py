@@ -132,10 +132,26 @@ async def test_subprocess_proxy_is_cut_and_healed_over_its_control_port(echo_por
     with ProxyProcess(echo_port) as proxy:
         assert await asyncio.to_thread(_sync_roundtrip, proxy.port, b"a\n", TIMEOUT) == b"a\n"
         await asyncio.to_thread(proxy.cut)
-        assert proxy.status()["mode"] == "cut:blackhole:reset"
+        status = proxy.status()
+        assert status["mode"] == "cut:blackhole:reset"
+        assert [h["event"] for h in status["history"]] == ["cut"]
         with pytest.raises(TimeoutError):
             await asyncio.to_thread(_sync_roundtrip, proxy.port, b"b\n", SILENCE)
         await asyncio.to_thread(proxy.heal)
         assert await asyncio.to_thread(_sync_roundtrip, proxy.port, b"c\n", TIMEOUT) == b"c\n"
         with pytest.raises(RuntimeError, match="unknown"):
             proxy.command("explode")
+
+
+async def test_connection_made_during_a_blackhole_is_forwarded_after_heal(echo_port: int) -> None:
+    async with TcpProxy(echo_port) as proxy:
+        await proxy.cut()
+        reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
+        try:
+            writer.write(b"early\n")
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(reader.readline(), SILENCE)
+            await proxy.heal()
+            assert await asyncio.wait_for(reader.readline(), TIMEOUT) == b"early\n"
+        finally:
+            writer.close()
