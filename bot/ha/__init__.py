@@ -1,0 +1,48 @@
+"""The HA state machine (design sections 3 and 4), pure: no I/O, no clock reads."""
+
+from bot.ha.lease import (
+    holder_valid_until,
+    lease_valid_until,
+    may_promise,
+    renewal_decision,
+)
+from bot.ha.machine import acts_as_primary, primary_until, step
+from bot.ha.table import TRANSITIONS, render_roles_md
+from bot.ha.types import (
+    ROLES,
+    Action,
+    Controls,
+    HaConfig,
+    HaState,
+    LeaseView,
+    LocalServices,
+    Observation,
+    OwnLease,
+    PeerView,
+    Role,
+    RSeriesNotification,
+)
+
+__all__ = [
+    "ROLES",
+    "TRANSITIONS",
+    "Action",
+    "Controls",
+    "HaConfig",
+    "HaState",
+    "LeaseView",
+    "LocalServices",
+    "Observation",
+    "OwnLease",
+    "PeerView",
+    "RSeriesNotification",
+    "Role",
+    "acts_as_primary",
+    "holder_valid_until",
+    "lease_valid_until",
+    "may_promise",
+    "primary_until",
+    "render_roles_md",
+    "renewal_decision",
+    "step",
+]

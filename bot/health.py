@@ -1,0 +1,196 @@
+"""The local health verdict and readiness (design section 4), pure.
+
+The caller gathers plain values (AMI link state, Ping, FullyBooted/Shutdown,
+the critical spans' alarms, test-call streak, ARI) with the times they changed,
+and asks for a verdict at ``now``. Each signal has its own grace period, so a
+blip does not count; every "no" comes with a reason sentence that has numbers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from bot.config import Config
+
+OK_DISK_STATE = "UpToDate"
+
+
+@dataclass(frozen=True)
+class SpanState:
+    """One critical span as ``ami.spans`` classifies it: alarm kind (None: clear) and since."""
+
+    span: int
+    alarm: str | None
+    since: float
+
+
+@dataclass(frozen=True)
+class Shutdown:
+    """The last AMI ``Shutdown`` event not yet followed by ``FullyBooted``."""
+
+    restart: bool
+    at: float
+
+
+@dataclass(frozen=True)
+class HealthInputs:
+    """Plain values gathered by the caller, with the times they changed (caller's clock)."""
+
+    ami_up: bool  # connected and logged in
+    ami_since: float  # when ami_up last changed
+    last_ping_ok_at: float | None = None  # when a Ping was last answered in time
+    ping_rtt: float | None = None
+    fully_booted: bool = False
+    asterisk_started_at: float | None = None  # when Asterisk was (re)started, or serving began
+    shutdown: Shutdown | None = None
+    spans: tuple[SpanState, ...] = ()
+    spans_routed_at: float | None = None  # when the spans were last routed here
+    test_call_failures: int = 0  # failed test calls in a row
+    ari_ok: bool | None = None  # None: ARI not configured
+    ari_since: float = 0.0  # when ari_ok last changed
+
+
+def _policy_default() -> Mapping[str, str]:
+    from bot.config import DEFAULT_SPAN_POLICY
+
+    return MappingProxyType(dict(DEFAULT_SPAN_POLICY))
+
+
+@dataclass(frozen=True)
+class HealthPolicy:
+    ami_grace: float = 3.0
+    ping_interval: float = 1.0
+    ping_timeout: float = 1.0
+    ari_grace: float = 5.0
+    boot_timeout: float = 60.0
+    boot_grace: float = 0.0
+    critical_spans: tuple[int, ...] = ()
+    span_policy: Mapping[str, str] = field(default_factory=_policy_default)
+    span_grace: float = 15.0
+    test_call_failures: int = 3  # 0: test calls off
+
+    @classmethod
+    def from_config(cls, cfg: Config) -> HealthPolicy:
+        return cls(
+            ami_grace=cfg.health.ami_grace,
+            ping_interval=cfg.ami.ping_interval,
+            ping_timeout=cfg.ami.ping_timeout,
+            ari_grace=cfg.health.ari_grace,
+            boot_timeout=cfg.asterisk.boot_timeout,
+            boot_grace=cfg.health.boot_grace,
+            critical_spans=tuple(cfg.spans.critical),
+            span_policy=MappingProxyType(dict(cfg.spans.policy)),
+            span_grace=cfg.spans.grace,
+            test_call_failures=cfg.test_call.failures if cfg.test_call else 0,
+        )
+
+
+@dataclass(frozen=True)
+class Verdict:
+    healthy: bool
+    reasons: tuple[str, ...] = ()  # why unhealthy (failover-worthy)
+    alerts: tuple[str, ...] = ()  # worth telling people, not worth a failover
+
+
+def evaluate(inputs: HealthInputs, policy: HealthPolicy, now: float) -> Verdict:
+    reasons: list[str] = []
+    alerts: list[str] = []
+    _ami(inputs, policy, now, reasons)
+    _asterisk(inputs, policy, now, reasons, alerts)
+    _spans(inputs, policy, now, reasons, alerts)
+    limit = policy.test_call_failures
+    if limit and inputs.test_call_failures >= limit:
+        reasons.append(f"{inputs.test_call_failures} test calls failed in a row (limit {limit})")
+    if inputs.ari_ok is False:
+        down = now - inputs.ari_since
+        if down >= policy.ari_grace:
+            reasons.append(f"ARI ping failing for {down:.1f} s")
+    return Verdict(not reasons, tuple(reasons), tuple(alerts))
+
+
+def _ami(i: HealthInputs, p: HealthPolicy, now: float, reasons: list[str]) -> None:
+    started = i.asterisk_started_at
+    if not i.ami_up:
+        # A freshly started Asterisk gets the grace from its start, not from the old outage.
+        down = now - max(i.ami_since, started if started is not None else i.ami_since)
+        if down >= p.ami_grace:
+            reasons.append(f"AMI link down for {down:.1f} s")
+        return
+    # A link that is up but stopped answering Ping is dead from when the reply was due.
+    last = i.last_ping_ok_at if i.last_ping_ok_at is not None else i.ami_since
+    dead_since = last + p.ping_interval + p.ping_timeout
+    if now - dead_since >= p.ami_grace:
+        reasons.append(f"AMI Ping unanswered for {now - last:.1f} s")
+
+
+def _asterisk(
+    i: HealthInputs, p: HealthPolicy, now: float, reasons: list[str], alerts: list[str]
+) -> None:
+    if i.fully_booted:
+        return
+    if i.shutdown is not None:
+        if not i.shutdown.restart:
+            reasons.append("Asterisk shut down (Shutdown with Restart: False)")
+            return
+        waited = now - i.shutdown.at
+        if waited > p.boot_timeout + p.boot_grace:
+            reasons.append(f"Asterisk restart not FullyBooted after {waited:.1f} s")
+        else:
+            alerts.append(f"Asterisk restarting ({waited:.1f} s)")
+        return
+    if i.asterisk_started_at is not None:
+        waited = now - i.asterisk_started_at
+        if waited > p.boot_timeout + p.boot_grace:
+            reasons.append(f"Asterisk not FullyBooted {waited:.1f} s after start")
+
+
+def _spans(
+    i: HealthInputs, p: HealthPolicy, now: float, reasons: list[str], alerts: list[str]
+) -> None:
+    if not p.critical_spans:
+        return
+    if i.spans_routed_at is None or now - i.spans_routed_at < p.span_grace:
+        # Framing takes time after a route; a fresh red alarm must not bounce the service.
+        return
+    states = {s.span: s for s in i.spans}
+    failing: list[str] = []
+    for span in p.critical_spans:
+        state = states.get(span)
+        if state is None or state.alarm is None:
+            continue
+        action = p.span_policy.get(state.alarm, "alert")
+        text = f"span {span} {state.alarm} alarm for {now - state.since:.1f} s"
+        if action == "failover":
+            failing.append(text)
+        elif action == "alert":
+            alerts.append(text)
+    if not failing:
+        return
+    if len(failing) == len(p.critical_spans):
+        # Every critical span in a failover alarm (red): our card, cable or appliance port.
+        reasons.append(", ".join(failing))
+    else:
+        alerts.extend(failing)
+
+
+def readiness(
+    drbd_disk_state: str | None,
+    outdated: bool,
+    rseries_link_up: bool | None,
+    asterisk_commands_present: bool,
+) -> tuple[bool, tuple[str, ...]]:
+    """Ready to take over? None for DRBD or R-Series means: not configured here."""
+    reasons: list[str] = []
+    if drbd_disk_state is not None and drbd_disk_state != OK_DISK_STATE:
+        reasons.append(f"DRBD disk is {drbd_disk_state}, not {OK_DISK_STATE}")
+    if outdated:
+        reasons.append("DRBD data marked outdated by the peer's fence-peer handler")
+    if rseries_link_up is False:
+        reasons.append("R-Series link down")
+    if not asterisk_commands_present:
+        reasons.append("Asterisk commands missing")
+    return not reasons, tuple(reasons)
