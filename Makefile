@@ -7,7 +7,7 @@ DEB_PACKAGES := redis-server redis-sentinel socat iproute2 iputils-arping iptabl
 	drbd-utils chromium prometheus systemd
 DEB_STAMP := .deps/debian.stamp
 
-.PHONY: test demo bench lint typecheck pytest deps clean
+.PHONY: test demo bench lint typecheck pytest deps clean docs
 
 test: deps lint typecheck pytest
 
@@ -40,6 +40,22 @@ typecheck: $(STAMP)
 
 pytest: deps
 	$(VENV)/bin/pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+# A two-node cluster on this machine with the simulators; kills the primary and
+# shows the failover. Ctrl-C ends it and cleans up.
+demo: deps
+	$(VENV)/bin/failover-bot demo $(DEMO_ARGS)
+
+# Benchmarks: failover time (BENCH_RUNS runs per scenario), AMI and R-Series throughput.
+BENCH_RUNS ?= 10
+bench: deps
+	$(PY) bench/ami.py
+	$(PY) bench/rseries.py
+	$(PY) bench/failover.py --runs $(BENCH_RUNS) $(BENCH_ARGS)
+
+docs: $(STAMP)
+	$(PY) -m bot.configdoc --write README.md
+	$(PY) -m bot.ha.table > docs/roles.md
 
 clean:
 	rm -rf $(VENV) .deps .mypy_cache .ruff_cache

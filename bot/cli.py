@@ -8,12 +8,12 @@ import logging
 import sys
 
 from bot import __version__
-from bot.commands import COMMAND_MODULES
+from bot.commands import modules_for
 from bot.commands.base import EXIT_CANNOT_RUN, EXIT_FAILED, CannotRun, CommandFailed
 from bot.logsetup import setup_logging
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(verb: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="failover-bot",
         allow_abbrev=False,
@@ -29,15 +29,30 @@ def build_parser() -> argparse.ArgumentParser:
         "--log-level", default="info", choices=["debug", "info", "warning", "error"]
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMAND_MODULES:
+    for name in modules_for(verb):
         importlib.import_module(f"bot.commands.{name}").register(sub)
     return parser
 
 
+def _verb(argv: list[str]) -> str | None:
+    """The first word that is not a global option (or its value)."""
+    takes_value = {"--log-format", "--log-level"}
+    skip = False
+    for word in argv:
+        if skip:
+            skip = False
+        elif word in takes_value:
+            skip = True
+        elif not word.startswith("-"):
+            return word
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    args_list = sys.argv[1:] if argv is None else argv
+    parser = build_parser(_verb(args_list))
     try:
-        args = parser.parse_args(argv)
+        args = parser.parse_args(args_list)
     except SystemExit as exc:  # argparse exits 2 on usage errors, 0 on --help
         return int(exc.code or 0)
     if not getattr(args, "handler", None):

@@ -326,6 +326,9 @@ class Takeover:
 
     async def _asterisk_start(self) -> str:
         started = await self.asterisk.start()
+        kick = getattr(self.ami, "kick", None)
+        if kick is not None:
+            kick()  # connect now rather than after the AMI client's reconnect backoff
         return "started" if started else "already running"
 
     async def _asterisk_kill(self) -> str:

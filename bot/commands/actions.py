@@ -81,7 +81,7 @@ async def paused_state(cfg: Config) -> tuple[bool, str]:
         return local, f"Redis unreachable ({exc}): {local_note}"
     finally:
         await bus.close()
-    return local or remote, f"Redis says {'paused' if remote else 'not paused'}; {local_note}"
+    return bool(local or remote), f"Redis says {'paused' if remote else 'not paused'}; {local_note}"
 
 
 def fence_takeover(cfg: Config) -> Takeover:

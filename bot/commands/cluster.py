@@ -235,7 +235,7 @@ async def switchover(args: argparse.Namespace) -> int:
         _check_node(cfg, args.to)
         controls = await bus.controls()
         read = await bus.read_lease()
-        refused = _refusal(args.to, controls.paused, controls.cordoned, controls.failed)
+        refused = _refusal(args.to, bool(controls.paused), controls.cordoned, controls.failed)
         if refused:
             raise CommandFailed(f"switchover to {args.to} refused: {refused}")
         if read.lease is not None and read.lease.held_by(args.to):

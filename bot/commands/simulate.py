@@ -4,13 +4,23 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import sys
 
-# Modules that provide ``register_simulate(simulate_subparsers)``.
-SIMULATOR_MODULES: list[str] = ["rseries.simulator_cli", "ami.simulator_cli", "ami.ari_simulator"]
+# Modules that provide ``register_simulate(simulate_subparsers)``, with their verbs
+# (only the one that runs is imported: the lab's Asterisk start and stop use them).
+SIMULATOR_MODULES: dict[str, tuple[str, ...]] = {
+    "rseries.simulator_cli": ("rseries",),
+    "ami.simulator_cli": ("asterisk", "asterisk-stop", "asterisk-status", "asterisk-control"),
+    "ami.ari_simulator": ("ari",),
+}
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("simulate", help="run a simulator (Asterisk AMI, R-Series appliance)")
     simsub = p.add_subparsers(dest="simulator", metavar="SIMULATOR")
-    for name in SIMULATOR_MODULES:
+    wanted = next((w for w in sys.argv[2:] if not w.startswith("-")), None)
+    names = [m for m, verbs in SIMULATOR_MODULES.items() if wanted in verbs] or list(
+        SIMULATOR_MODULES
+    )
+    for name in names:
         importlib.import_module(name).register_simulate(simsub)

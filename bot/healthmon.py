@@ -1,0 +1,184 @@
+"""Collects the local health inputs (I/O) and asks ``bot.health`` for the verdict.
+
+It feeds AMI events into the span model, takes a ``DAHDIShowStatus`` snapshot
+now and then, counts active channels and places test calls while this node is
+primary. The verdict itself is pure (``bot.health``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from ami.client import AmiClient, AmiState
+from ami.errors import AmiError
+from ami.events import AmiEvent
+from ami.spans import SpanModel
+from ami.testcall import run_test_call
+from bot.config import Config
+from bot.health import HealthInputs, HealthPolicy, Shutdown, SpanState, Verdict, evaluate
+from bot.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+PRIMARY_ROLES = ("primary",)
+
+
+class HealthMonitor:
+    def __init__(
+        self,
+        cfg: Config,
+        ami: AmiClient | None,
+        metrics: Metrics,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.cfg = cfg
+        self.ami = ami
+        self.metrics = metrics
+        self.clock = clock
+        self.spans = SpanModel()
+        self.policy = HealthPolicy.from_config(cfg)
+        self.active_calls: int | None = None
+        self.test_call_streak = 0
+        self.last_test_call: dict[str, Any] | None = None
+        self.last = Verdict(True)
+        self.role = "starting"
+        self.serving_since: float | None = None
+        self._wake: Callable[[], None] = lambda: None
+        self._fully_booted = False
+
+    # ------------------------------------------------------------------ verdict
+
+    def verdict(self, role: str, routed_at: float | None) -> Verdict:
+        now = self.clock()
+        if role in PRIMARY_ROLES and self.role not in PRIMARY_ROLES:
+            self.serving_since = now
+        self.role = role
+        if role not in PRIMARY_ROLES:
+            # A standby's Asterisk is stopped by design: only the primary needs it.
+            self.last = Verdict(True)
+            return self.last
+        ami = self.ami
+        up = ami is not None and ami.connected
+        booted = ami is not None and ami.state is AmiState.FULLY_BOOTED
+        shutdown = None
+        if ami is not None and ami.last_shutdown is not None and not booted:
+            shutdown = Shutdown(ami.last_shutdown.restart, ami.last_shutdown.at)
+        spans = tuple(
+            SpanState(n, None if kind in ("none", "unknown") else kind, self.spans.since(n) or now)
+            for n, kind in self.spans.spans().items()
+            if n in self.cfg.spans.critical
+        )
+        inputs = HealthInputs(
+            ami_up=up,
+            ami_since=ami.state_since if ami is not None else now,
+            # The client itself drops a link whose Ping goes unanswered.
+            last_ping_ok_at=now if up else None,
+            ping_rtt=ami.last_ping_rtt if ami is not None else None,
+            fully_booted=booted,
+            asterisk_started_at=self.serving_since,
+            shutdown=shutdown,
+            spans=spans,
+            spans_routed_at=routed_at if routed_at is not None else self.serving_since,
+            test_call_failures=self.test_call_streak,
+        )
+        self.last = evaluate(inputs, self.policy, now)
+        return self.last
+
+    def spans_up(self) -> bool:
+        """No critical span in a red alarm (the takeover's last check)."""
+        return all(self.spans.kind(n) != "red" for n in self.cfg.spans.critical)
+
+    def spans_status(self) -> dict[str, Any]:
+        return {
+            str(n): {"kind": kind, "since": self.spans.since(n)}
+            for n, kind in self.spans.spans().items()
+        }
+
+    # ------------------------------------------------------------------ tasks
+
+    async def run(self, wake: Callable[[], None]) -> None:
+        self._wake = wake
+        if self.ami is None:
+            await asyncio.Event().wait()
+            return
+        unsubscribe = self.ami.subscribe(self._on_event)
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(self._poll_spans())
+                tg.create_task(self._poll_channels())
+                if self.cfg.test_call is not None and self.cfg.test_call.interval > 0:
+                    tg.create_task(self._test_calls())
+        finally:
+            unsubscribe()
+
+    def _on_event(self, event: AmiEvent) -> None:
+        try:
+            if self.spans.feed(event, self.clock()):
+                self.metrics.set_span_alarms(self.spans.spans())
+                self._wake()
+            if event.name in ("FullyBooted", "Shutdown"):
+                self._wake()
+        except Exception:  # input from the wire never stops the monitor
+            log.exception("could not use AMI event %s", event.name)
+
+    async def _poll_spans(self) -> None:
+        assert self.ami is not None
+        while True:
+            if self.ami.state is AmiState.FULLY_BOOTED and self.cfg.spans.critical:
+                try:
+                    rows = await self.ami.dahdi_show_status()
+                    if self.spans.snapshot(rows, self.clock()):
+                        self.metrics.set_span_alarms(self.spans.spans())
+                        self._wake()
+                except AmiError as exc:
+                    log.debug("DAHDIShowStatus failed: %s", exc)
+            await asyncio.sleep(self.cfg.spans.poll_interval)
+
+    async def _poll_channels(self) -> None:
+        assert self.ami is not None
+        while True:
+            ami = self.ami
+            self.metrics.ami_up.set(1 if ami.connected else 0)
+            self.metrics.fully_booted.set(1 if ami.state is AmiState.FULLY_BOOTED else 0)
+            if ami.last_ping_rtt is not None:
+                self.metrics.ami_ping_rtt.set(ami.last_ping_rtt)
+            if ami.state is AmiState.FULLY_BOOTED:
+                try:
+                    self.active_calls = await ami.active_channels()
+                    self.metrics.active_channels.set(self.active_calls)
+                except AmiError:
+                    self.active_calls = None
+            else:
+                self.active_calls = None
+            await asyncio.sleep(1.0)
+
+    async def _test_calls(self) -> None:
+        assert self.ami is not None and self.cfg.test_call is not None
+        tc = self.cfg.test_call
+        while True:
+            await asyncio.sleep(tc.interval)
+            if self.role not in PRIMARY_ROLES or self.ami.state is not AmiState.FULLY_BOOTED:
+                self.test_call_streak = 0
+                continue
+            try:
+                result = await run_test_call(self.ami, tc)
+            except AmiError as exc:
+                log.warning("test call could not be placed: %s", exc)
+                continue
+            self.metrics.test_calls.labels(result=result.outcome).inc()
+            if result.setup_seconds is not None:
+                self.metrics.test_call_setup.observe(result.setup_seconds)
+            self.last_test_call = result.as_dict()
+            if result.answered:
+                self.test_call_streak = 0
+            else:
+                self.test_call_streak += 1
+                log.warning("test call %s: %s", result.outcome, result.reason)
+            with contextlib.suppress(Exception):
+                self._wake()

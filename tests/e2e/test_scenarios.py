@@ -1,0 +1,245 @@
+"""End to end: two bots, real Redis, the simulators, the floating IP in namespaces.
+
+Every scenario ends with the independent checker (tests/e2e/checker.py) over
+what the recorders saw: never two holders of the floating IP, Asterisk or DRBD
+Primary at once, the spans following the lease, and no outage longer than the
+scenario allows. Scenarios in which nothing must happen watch for a fixed,
+stated window (``QUIET``: three lease times).
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.checker import Allowance
+from tests.e2e.cluster import Cluster, have_tools
+from tests.e2e.netns import Topology, netns_unavailable
+from tests.helpers import wait_for_sync
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
+
+LEASE = 3.0
+QUIET = 3 * LEASE  # the window in which "nothing happens" is watched
+SAMPLE = 0.05  # sampling error allowed for the VIP and pid recorders
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[Cluster]:
+    reason = have_tools() or netns_unavailable()
+    if reason:
+        pytest.skip(reason)
+    with Topology() as topo:
+        c = Cluster(tmp_path / "cluster", topo)
+        try:
+            c.start()
+            c.wait_primary(within=30)
+            yield c
+        finally:
+            c.stop()
+
+
+def other(node: str) -> str:
+    return "b" if node == "a" else "a"
+
+
+def settle(c: Cluster) -> tuple[str, str]:
+    """The current primary and standby, once the standby is ready."""
+    primary = c.wait_primary(within=30)
+    standby = other(primary)
+    c.wait_role(standby, "standby", within=20)
+    wait_for_sync(
+        lambda: _ready(c, standby),
+        20,
+        f"{standby} ready",
+    )
+    return primary, standby
+
+
+def _ready(c: Cluster, node: str) -> bool:
+    status, body = c.nodes[node].get("/status")
+    if status != 200:
+        return False
+    return any(n["id"] == node and n.get("ready") for n in body.get("nodes", []))
+
+
+def events_of(c: Cluster, node: str) -> list[dict]:
+    status, body = c.nodes[node].get("/status")
+    return list(body.get("events", [])) if status == 200 else []
+
+
+def assert_stays(c: Cluster, primary: str, window: float) -> None:
+    """Nothing moves for ``window`` seconds: the same primary, the other never primary."""
+    deadline = time.monotonic() + window
+    while time.monotonic() < deadline:
+        assert c.nodes[other(primary)].role() != "primary", "the standby took over"
+        time.sleep(0.2)
+    assert c.primary() == primary
+
+
+def test_host_death_then_old_primary_rejoins_as_standby(cluster: Cluster) -> None:
+    """Scenarios 1 and 14."""
+    primary, standby = settle(cluster)
+    t_fault = time.monotonic()
+    cluster.kill_host(primary)
+    t_served = cluster.wait_serving(standby, within=20)
+    assert t_served - t_fault < 10
+    cluster.assert_safe(Allowance(sample_tolerance=SAMPLE, route_tolerance=1.0))
+    # 14: the old primary comes back and rejoins as standby; no failback.
+    cluster.topology.exec(primary, ["ip", "link", "set", "dev", "eth0", "up"], check=False)
+    cluster.set_drbd(connected=True)
+    cluster.start_bot(primary)
+    cluster.wait_role(primary, "standby", within=20)
+    assert_stays(cluster, standby, LEASE)
+    cluster.assert_safe(Allowance(sample_tolerance=SAMPLE, route_tolerance=1.0))
+
+
+def test_bot_sigkill_supervisor_fences_and_standby_takes_over(cluster: Cluster) -> None:
+    """Scenario 2: only the bot dies; its Asterisk keeps running until fence-local."""
+    primary, standby = settle(cluster)
+    cluster.kill_bot(primary, signal.SIGKILL)
+    cluster.wait_serving(standby, within=20)
+    cluster.wait_role(primary, "standby", within=20)
+    cluster.assert_safe(Allowance(sample_tolerance=SAMPLE, route_tolerance=1.0))
+
+
+def test_bot_sigstop_never_acts_as_primary_after_waking(cluster: Cluster) -> None:
+    """Scenario 3: SIGSTOP for twice the lease, then SIGCONT."""
+    primary, standby = settle(cluster)
+    pid = cluster.nodes[primary].bot_pid()
+    assert pid is not None
+    cluster.kill_bot(primary, signal.SIGSTOP)
+    try:
+        cluster.wait_serving(standby, within=20)
+        time.sleep(max(0.0, 2 * LEASE - 0.0))  # noqa: ASYNC251 - the fault's duration, not a wait
+    finally:
+        import os
+
+        try:
+            os.kill(pid, signal.SIGCONT)
+        except ProcessLookupError:
+            pass  # the supervisor's watchdog killed it, as systemd would
+    assert_stays(cluster, standby, LEASE)
+    cluster.assert_safe(Allowance(sample_tolerance=SAMPLE, route_tolerance=1.0))
+
+
+def test_asterisk_crash_hands_over(cluster: Cluster) -> None:
+    """Scenario 4."""
+    primary, standby = settle(cluster)
+    pid = cluster.nodes[primary].asterisk_pid()
+    assert pid is not None
+    import os
+
+    os.kill(pid, signal.SIGKILL)
+    cluster.wait_serving(standby, within=20)
+    cluster.assert_safe(Allowance(sample_tolerance=SAMPLE, route_tolerance=1.0))
+
+
+def test_ami_stall_hands_over(cluster: Cluster) -> None:
+    """Scenario 5: the socket stays open, nothing answers."""
+    primary, standby = settle(cluster)
+    cluster.nodes[primary].ami_control_cmd({"cmd": "stall"})
+    cluster.wait_serving(standby, within=20)
+    cluster.assert_safe(Allowance(sample_tolerance=SAMPLE, route_tolerance=1.0))
+
+
+def test_red_alarm_fails_over_blue_alarm_only_alerts(cluster: Cluster) -> None:
+    """Scenario 6."""
+    primary, standby = settle(cluster)
+    node = cluster.nodes[primary]
+    time.sleep(2.5)  # noqa: ASYNC251 - let spans.grace (2 s) pass after the route
+    for span in (1, 2):
+        node.ami_control_cmd({"cmd": "span_alarm", "span": span, "kind": "blue"})
+    assert_stays(cluster, primary, QUIET)
+    assert any("blue" in str(e.get("message", "")) for e in events_of(cluster, primary))
+    for span in (1, 2):
+        node.ami_control_cmd({"cmd": "span_alarm", "span": span, "kind": "red"})
+    cluster.wait_serving(standby, within=20)
+    cluster.assert_safe(Allowance(sample_tolerance=SAMPLE, route_tolerance=1.0))
+
+
+def test_standby_not_ready_does_not_take_over(cluster: Cluster) -> None:
+    """Scenario 10: the standby's DRBD data is outdated; the primary's host dies."""
+    primary, standby = settle(cluster)
+    cluster.set_drbd(node=standby, disk="Outdated")
+    wait_for_sync(lambda: not _ready(cluster, standby), 10, f"{standby} not ready")
+    cluster.kill_host(primary)
+    deadline = time.monotonic() + QUIET
+    while time.monotonic() < deadline:
+        assert cluster.nodes[standby].role() != "primary"
+        time.sleep(0.2)
+    cluster.assert_safe(Allowance(sample_tolerance=SAMPLE, route_tolerance=1.0))
+
+
+def test_planned_switchover_waits_for_calls_to_drain(cluster: Cluster) -> None:
+    """Scenario 11."""
+    primary, standby = settle(cluster)
+    node = cluster.nodes[primary]
+    node.ami_control_cmd({"cmd": "channels", "count": 2})
+    assert node.post("/switchover", {"to": standby, "drain_timeout": 20}) == 202
+    wait_for_sync(lambda: node.role() == "demoting", 10, "demoting")
+    assert_stays_demoting = time.monotonic() + 1.5
+    while time.monotonic() < assert_stays_demoting:
+        assert cluster.nodes[standby].role() != "primary", "switched before the calls drained"
+        time.sleep(0.1)
+    node.ami_control_cmd({"cmd": "channels", "count": 0})
+    cluster.wait_serving(standby, within=20)
+    cluster.assert_safe(Allowance(sample_tolerance=SAMPLE, route_tolerance=1.0))
+
+
+def test_pause_then_kill_primary_nothing_until_resume(cluster: Cluster) -> None:
+    """Scenario 12."""
+    primary, standby = settle(cluster)
+    assert cluster.nodes[standby].post("/pause", {}) == 202
+    cluster.wait_role(standby, "paused", within=10)
+    cluster.wait_role(primary, "paused", within=10)
+    cluster.kill_host(primary)
+    deadline = time.monotonic() + QUIET
+    while time.monotonic() < deadline:
+        assert cluster.nodes[standby].role() == "paused"
+        time.sleep(0.2)
+    assert cluster.nodes[standby].post("/resume", {}) == 202
+    cluster.wait_serving(standby, within=25)
+    cluster.assert_safe(Allowance(sample_tolerance=SAMPLE, route_tolerance=1.0))
+
+
+def test_planned_restart_in_maintenance_then_unplanned_exit(cluster: Cluster) -> None:
+    """Scenario 13."""
+    primary, standby = settle(cluster)
+    node = cluster.nodes[primary]
+    ast_pid = node.asterisk_pid()
+    status, before = node.get("/status")
+    epoch = before["epoch"]
+    assert node.post("/pause", {}) == 202
+    cluster.wait_role(primary, "paused", within=10)
+    old_pid = node.bot_pid()
+    cluster.kill_bot(primary, signal.SIGTERM)
+    wait_for_sync(lambda: node.bot_pid() not in (None, old_pid), 15, "the bot restarted")
+    cluster.wait_role(primary, "paused", within=15)
+    assert node.post("/resume", {}) == 202
+    cluster.wait_role(primary, "primary", within=15)
+    status, after = node.get("/status")
+    assert after["epoch"] == epoch, "a planned restart must keep the epoch"
+    assert node.asterisk_pid() == ast_pid, "Asterisk was touched"
+    cluster.assert_safe(Allowance(sample_tolerance=SAMPLE, route_tolerance=1.0))
+    # An unplanned exit: the supervisor fences and the standby takes over.
+    cluster.kill_bot(primary, signal.SIGTERM)
+    cluster.wait_serving(standby, within=20)
+    cluster.assert_safe(Allowance(sample_tolerance=SAMPLE, route_tolerance=1.0))
+
+
+def test_redis_restart_keeps_the_primary(cluster: Cluster) -> None:
+    """Scenario 7: Redis killed and restarted empty; the peer's promise carries the primary."""
+    primary, standby = settle(cluster)
+    status, before = cluster.nodes[primary].get("/status")
+    cluster.redis.kill()
+    time.sleep(LEASE)  # noqa: ASYNC251 - the outage's duration
+    cluster.redis.start()
+    assert_stays(cluster, primary, QUIET)
+    status, after = cluster.nodes[primary].get("/status")
+    assert after["epoch"] >= before["epoch"]
+    cluster.assert_safe(Allowance(sample_tolerance=SAMPLE, route_tolerance=1.0))
