@@ -47,26 +47,34 @@ def track_lease(state: HaState, lease: LeaseView, run_id: str | None, now: float
     """Update the rule-5 bookkeeping of a non-holder from one successful read.
 
     The key counts as free only after the expiry the last read predicted. If it
-    vanished earlier, or Redis's run_id changed, the node waits a whole
+    vanished earlier than it could have expired (send time + PTTL, less the drift
+    margin), or Redis's run_id changed, the node waits a whole
     ``lease_ttl + drift_margin`` from now: the holder may still believe in a lease
     that Redis forgot.
     """
     cfg = state.cfg
     long_wait = now + cfg.lease_ttl + cfg.drift_margin
     wait_until = state.wait_until
-    predicted = state.predicted_expiry
+    predicted, earliest = state.predicted_expiry, state.earliest_expiry
     if run_id is not None and state.run_id is not None and run_id != state.run_id:
         wait_until = max(wait_until or long_wait, long_wait)
     held_by_other = lease.holder not in (None, cfg.node_id)
     released_to_other = lease.released_to not in (None, cfg.node_id)
     if held_by_other or released_to_other:
         predicted = lease.expires_at
+        earliest = lease.expires_not_before if lease.expires_not_before is not None else predicted
     elif lease.free:
-        if predicted is not None and now < predicted:
+        if earliest is not None and now < earliest - cfg.drift_margin:
             wait_until = max(wait_until or long_wait, long_wait)
-        predicted = None
+            predicted = earliest = None
+        elif predicted is None or now >= predicted:
+            predicted = earliest = None
     return replace(
-        state, predicted_expiry=predicted, wait_until=wait_until, run_id=run_id or state.run_id
+        state,
+        predicted_expiry=predicted,
+        earliest_expiry=earliest,
+        wait_until=wait_until,
+        run_id=run_id or state.run_id,
     )
 
 
@@ -79,7 +87,7 @@ def free_for_me(state: HaState, lease: LeaseView, now: float) -> tuple[bool, str
         holder = lease.holder or f"release to {lease.released_to}"
         return False, f"lease held by {holder}"
     if state.predicted_expiry is not None and now < state.predicted_expiry:
-        return False, f"key free {state.predicted_expiry - now:.1f} s before its predicted expiry"
+        return False, f"key free {state.predicted_expiry - now:.2f} s before its predicted expiry"
     if state.wait_until is not None and now < state.wait_until:
         return False, f"waiting {state.wait_until - now:.1f} s more (rule 5 long wait)"
     return True, "lease free"

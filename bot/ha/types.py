@@ -107,13 +107,16 @@ class LeaseView:
 
     ``holder`` is None when the key is free or released; ``released_to`` names the
     node a release hands the lease to. ``expires_at`` is the predicted expiry on the
-    reader's clock: reply time + PTTL (None for a free key).
+    reader's clock: reply time + PTTL (None for a free key); ``expires_not_before``
+    is send time + PTTL, the earliest the key can expire naturally (None: unknown,
+    ``expires_at`` is used, which may mistake reply jitter for an early vanish).
     """
 
     holder: str | None
     epoch: int | None = None
     expires_at: float | None = None
     released_to: str | None = None
+    expires_not_before: float | None = None
 
     @property
     def free(self) -> bool:
@@ -243,6 +246,7 @@ class HaState:
     adopting: bool = False
     # Rule 5 bookkeeping for a non-holder.
     predicted_expiry: float | None = None
+    earliest_expiry: float | None = None
     wait_until: float | None = None
     run_id: str | None = None
     # Role before a pause, so a resume knows whether services run here.

@@ -6,7 +6,7 @@ from hypothesis import HealthCheck, settings
 # (make bench, manual runs) explores many more schedules.
 settings.register_profile(
     "default",
-    max_examples=60,
+    max_examples=200,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )

@@ -282,7 +282,9 @@ class Sim:
             if key is None:
                 node.lease = LeaseView(None)
             else:
-                node.lease = LeaseView(key.holder, key.epoch, now + pttl, key.released_to)
+                node.lease = LeaseView(
+                    key.holder, key.epoch, now + pttl, key.released_to, sent + pttl
+                )
             node.read_ok, node.run_id = True, str(run_id)
             self.run_step(node)
 

@@ -41,12 +41,16 @@ def scenarios(
     kinds: tuple[str, ...] = tuple(sorted(DURATIONS)),
     max_faults: int = 6,
     max_drift: float = MAX_DRIFT,
+    extreme_drift: bool = False,
 ) -> Scenario:
     """Two clocks within +-max_drift (often at the bounds), faults of the given kinds."""
-    drift = st.one_of(st.sampled_from([-max_drift, max_drift]), st.floats(-max_drift, max_drift))
+    bounds = st.sampled_from([-max_drift, max_drift])
+    drift = bounds if extreme_drift else st.one_of(bounds, st.floats(-max_drift, max_drift))
     return Scenario(
         rates=(1.0 + draw(drift), 1.0 + draw(drift)),
         offsets=(draw(st.floats(0.0, 1e5)), draw(st.floats(0.0, 1e5))),
-        faults=tuple(draw(st.lists(faults(kinds), max_size=max_faults))),
+        faults=tuple(
+            draw(st.lists(faults(kinds), min_size=min(1, max_faults), max_size=max_faults))
+        ),
         seed=draw(st.integers(0, 2**32 - 1)),
     )

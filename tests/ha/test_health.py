@@ -1,0 +1,174 @@
+"""Each rule of the local health verdict and of readiness."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from bot.config import parse_config
+from bot.health import (
+    HealthInputs,
+    HealthPolicy,
+    Shutdown,
+    SpanState,
+    evaluate,
+    readiness,
+)
+
+NOW = 500.0
+POLICY = HealthPolicy(critical_spans=(1, 2), span_grace=15.0, test_call_failures=3)
+GOOD = HealthInputs(
+    ami_up=True,
+    ami_since=NOW - 100,
+    last_ping_ok_at=NOW - 0.5,
+    fully_booted=True,
+    asterisk_started_at=NOW - 100,
+    spans_routed_at=NOW - 100,
+)
+
+
+def verdict(**change: object):  # type: ignore[no-untyped-def]
+    return evaluate(replace(GOOD, **change), POLICY, NOW)
+
+
+def test_all_good() -> None:
+    v = verdict()
+    assert v.healthy and v.reasons == () and v.alerts == ()
+
+
+@pytest.mark.parametrize(("down", "healthy"), [(2.9, True), (3.0, False)])
+def test_ami_link_down_counts_after_its_grace(down: float, healthy: bool) -> None:
+    v = verdict(ami_up=False, ami_since=NOW - down)
+    assert v.healthy is healthy
+    if not healthy:
+        assert v.reasons == ("AMI link down for 3.0 s",)
+
+
+def test_ami_grace_counts_from_a_fresh_asterisk_start() -> None:
+    assert verdict(ami_up=False, ami_since=NOW - 600, asterisk_started_at=NOW - 1).healthy
+
+
+@pytest.mark.parametrize(("last_ok", "healthy"), [(NOW - 4.9, True), (NOW - 5.0, False)])
+def test_unanswered_ping_counts_after_interval_timeout_and_grace(
+    last_ok: float, healthy: bool
+) -> None:
+    v = verdict(last_ping_ok_at=last_ok)
+    assert v.healthy is healthy
+    if not healthy:
+        assert v.reasons == ("AMI Ping unanswered for 5.0 s",)
+
+
+def test_shutdown_without_restart_fails_at_once() -> None:
+    v = verdict(fully_booted=False, shutdown=Shutdown(restart=False, at=NOW - 0.01))
+    assert not v.healthy
+    assert v.reasons == ("Asterisk shut down (Shutdown with Restart: False)",)
+
+
+def test_shutdown_with_restart_waits_for_the_boot_timeout() -> None:
+    restarting = verdict(fully_booted=False, shutdown=Shutdown(restart=True, at=NOW - 59))
+    assert restarting.healthy and restarting.alerts == ("Asterisk restarting (59.0 s)",)
+    late = verdict(fully_booted=False, shutdown=Shutdown(restart=True, at=NOW - 61))
+    assert late.reasons == ("Asterisk restart not FullyBooted after 61.0 s",)
+
+
+def test_boot_grace_extends_the_wait_for_fullybooted() -> None:
+    inputs = replace(GOOD, fully_booted=False, asterisk_started_at=NOW - 65)
+    assert not evaluate(inputs, POLICY, NOW).healthy
+    assert evaluate(inputs, replace(POLICY, boot_grace=10.0), NOW).healthy
+
+
+def _spans(*alarms: str | None) -> tuple[SpanState, ...]:
+    return tuple(SpanState(i + 1, a, NOW - 20) for i, a in enumerate(alarms))
+
+
+def test_red_on_every_critical_span_is_a_failure() -> None:
+    v = verdict(spans=_spans("red", "red"))
+    assert v.reasons == ("span 1 red alarm for 20.0 s, span 2 red alarm for 20.0 s",)
+
+
+def test_red_on_some_critical_spans_only_alerts() -> None:
+    v = verdict(spans=_spans("red", None))
+    assert v.healthy and v.alerts == ("span 1 red alarm for 20.0 s",)
+
+
+@pytest.mark.parametrize("kind", ["blue", "yellow", "loopback", "notopen"])
+def test_far_end_alarms_alert_without_failover(kind: str) -> None:
+    v = verdict(spans=_spans(kind, kind))
+    assert v.healthy and len(v.alerts) == 2 and kind in v.alerts[0]
+
+
+def test_recovering_is_ignored_and_policy_is_configurable() -> None:
+    assert verdict(spans=_spans("recovering", "recovering")) == verdict()
+    strict = replace(POLICY, span_policy={**POLICY.span_policy, "blue": "failover"})
+    assert not evaluate(replace(GOOD, spans=_spans("blue", "blue")), strict, NOW).healthy
+
+
+@pytest.mark.parametrize(("routed_ago", "healthy"), [(14.9, True), (15.0, False)])
+def test_span_verdicts_start_after_the_delay_since_the_route(
+    routed_ago: float, healthy: bool
+) -> None:
+    assert verdict(spans=_spans("red", "red"), spans_routed_at=NOW - routed_ago).healthy is healthy
+
+
+def test_spans_never_routed_here_are_not_judged() -> None:
+    assert verdict(spans=_spans("red", "red"), spans_routed_at=None).healthy
+
+
+@pytest.mark.parametrize(("streak", "healthy"), [(2, True), (3, False)])
+def test_test_call_failure_streak(streak: int, healthy: bool) -> None:
+    v = verdict(test_call_failures=streak)
+    assert v.healthy is healthy
+    if not healthy:
+        assert v.reasons == ("3 test calls failed in a row (limit 3)",)
+
+
+@pytest.mark.parametrize(("since", "healthy"), [(NOW - 4.9, True), (NOW - 5.0, False)])
+def test_ari_failing_counts_after_its_grace(since: float, healthy: bool) -> None:
+    assert verdict(ari_ok=False, ari_since=since).healthy is healthy
+
+
+def test_policy_from_config() -> None:
+    cfg = parse_config(
+        """
+        [node]
+        id = "a"
+        [cluster]
+        name = "lab"
+        [health]
+        ami_grace = "2s"
+        [spans]
+        critical = [1, 2]
+        grace = "5s"
+        policy = { blue = "failover" }
+        [test_call]
+        failures = 4
+        """
+    )
+    p = HealthPolicy.from_config(cfg)
+    assert (p.ami_grace, p.span_grace, p.critical_spans, p.test_call_failures) == (
+        2.0,
+        5.0,
+        (1, 2),
+        4,
+    )
+    assert p.span_policy["blue"] == "failover" and p.span_policy["red"] == "failover"
+
+
+@pytest.mark.parametrize(
+    ("args", "ready", "reasons"),
+    [
+        (("UpToDate", False, True, True), True, ()),
+        ((None, False, None, True), True, ()),
+        (("Inconsistent", False, True, True), False, ("DRBD disk is Inconsistent, not UpToDate",)),
+        (
+            ("UpToDate", True, True, True),
+            False,
+            ("DRBD data marked outdated by the peer's fence-peer handler",),
+        ),
+        (("UpToDate", False, False, True), False, ("R-Series link down",)),
+        (("UpToDate", False, True, False), False, ("Asterisk commands missing",)),
+    ],
+)
+def test_readiness(args: tuple, ready: bool, reasons: tuple[str, ...]) -> None:  # type: ignore[type-arg]
+    assert readiness(*args) == (ready, reasons)
