@@ -10,7 +10,7 @@ into at most one *event*, then looks the pair (role, event) up here; a pair that
 is not in the table cannot happen, and the table is the whole state machine. The
 actions that go with an event (acquire, promote, fence, release, ...) are chosen
 by the handler that names the event, so the table stays readable as a diagram:
-``docs/roles.md`` is drawn from it (``python -m bot.ha.table > docs/roles.md``)
+``docs/roles.md`` is drawn from it (``python -m bot.ha > docs/roles.md``)
 and a test checks that the committed drawing matches.
 
 Safety never depends on the table alone: ``acts_as_primary`` also requires a
@@ -98,7 +98,7 @@ def render_roles_md() -> str:
     lines = [
         "# Roles",
         "",
-        "Generated from `bot/ha/table.py` by `python -m bot.ha.table > docs/roles.md`;",
+        "Generated from `bot/ha/table.py` by `python -m bot.ha > docs/roles.md`;",
         "a test checks that this file matches the table. Edges read `event - rule`.",
         "Only `promoting`, `primary` and `demoting` run the primary's services, and",
         "only while the lease (or the peer's promise) is valid on the node's own clock.",
@@ -117,7 +117,3 @@ def render_roles_md() -> str:
     ]
     assert not unreachable, unreachable
     return "\n".join(lines) + "\n"
-
-
-if __name__ == "__main__":  # pragma: no cover
-    print(render_roles_md(), end="")

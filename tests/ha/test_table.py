@@ -228,4 +228,4 @@ def test_adopt_is_requested_before_the_adopted_row() -> None:
 
 def test_roles_md_matches_the_table() -> None:
     committed = (Path(__file__).parents[2] / "docs" / "roles.md").read_text(encoding="utf-8")
-    assert committed == render_roles_md(), "regenerate: python -m bot.ha.table > docs/roles.md"
+    assert committed == render_roles_md(), "regenerate: python -m bot.ha > docs/roles.md"
