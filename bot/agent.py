@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import signal
 import time
 from collections.abc import Awaitable, Callable, Coroutine
@@ -377,6 +378,7 @@ class Agent:
         if not isinstance(ready_r, BaseException):
             self._ready = ready_r
         verdict = self.health.verdict(self.ha.role, self.pstn_routed_at())
+        self._report_health(verdict)
         ctl = self._controls if not isinstance(controls_r, BaseException) else None
         peer_rec = self._records.get(self.peer_id) if self.peer_id else None
         peer_view = PeerView(
@@ -419,6 +421,24 @@ class Agent:
             persisted_epoch=self.state_dir.held_epoch,
             persisted_paused=self.state_dir.paused,
         )
+
+    def _report_health(self, verdict: Any) -> None:
+        """Alerts and health changes become events (and webhooks), once per change."""
+        alerts = {re.sub(r"[0-9.]+ s\b", "", a): a for a in verdict.alerts}
+        for key, text in alerts.items():
+            if key not in self._alerts_seen:
+                kind = "span_alarm" if "span" in text else "health_alert"
+                self.event(kind, text, alert=True)
+        self._alerts_seen = set(alerts)
+        if verdict.healthy != self._was_healthy:
+            if verdict.healthy:
+                self.event("health_recovered", "healthy again", alert=True)
+            else:
+                self.event("health_degraded", "; ".join(verdict.reasons), alert=True)
+            self._was_healthy = verdict.healthy
+
+    _alerts_seen: set[str] = set()
+    _was_healthy = True
 
     async def _readiness(self) -> tuple[bool, list[str]]:
         _, reasons = await self.takeover.readiness(self.outdated_on_bus)
@@ -945,11 +965,14 @@ def _lease_view(read: LeaseRead) -> LeaseView:
     lease = read.lease
     if lease is None:
         return LeaseView(holder=None)
+    # The key cannot expire before send time + PTTL: reply jitter is no "early vanish".
+    not_before = read.sent_at + read.pttl_ms / 1000.0 if read.pttl_ms is not None else None
     return LeaseView(
         holder=None if lease.released else lease.holder,
         epoch=lease.epoch,
         expires_at=read.predicted_expiry(),
         released_to=lease.next_node,
+        expires_not_before=not_before,
     )
 
 
