@@ -913,7 +913,8 @@ class Agent:
         obj = build_status(
             cluster=self.cfg.cluster.name,
             node_ids=ids,
-            lease=self._last_lease if self._redis_ok else None,
+            # With Redis down, the last read is all there is: shown, and said to be old.
+            lease=self._last_lease,
             records=records,
             controls=self._controls if self._redis_ok else None,
             now_wall=time.time(),
@@ -928,6 +929,10 @@ class Agent:
                 node["health_reasons"] = list(self.health.last.reasons)
                 node["ready"], node["ready_reasons"] = self._ready[0], list(self._ready[1])
                 node["extra"] = self._extra()
+        if not self._redis_ok and self.own is not None:
+            obj["holder"], obj["epoch"] = self.me, self.own.epoch
+            until = holder_valid_until(self.own, self.promise_until, self.ha_cfg)
+            obj["lease_remaining_seconds"] = round(max(0.0, (until or 0) - self.clock()), 3)
         obj["reported_by"] = self.me
         obj["last_takeover"] = self.last_takeover
         obj["events"] = list(self.hub.recent)[-50:]

@@ -31,6 +31,7 @@ from typing import Any
 from tests.e2e import recorders
 from tests.e2e.checker import Allowance, Interval, Observations, Verdict, check, merge
 from tests.e2e.netns import Topology, VipSampler
+from tests.e2e.proxy import ProxyProcess
 from tests.fakes import FAKES_BIN
 from tests.helpers import RedisServer, free_port, wait_for_sync
 
@@ -149,6 +150,7 @@ class Cluster:
         test_call_interval: str = "1s",
         spans_grace: str = "2s",
         watchdog_sec: float = 1.5,
+        proxied: bool = False,
         extra: dict[str, dict[str, Any]] | None = None,
     ) -> None:
         self.dir = workdir
@@ -161,6 +163,10 @@ class Cluster:
         self.spans_grace = spans_grace
         self.watchdog_sec = watchdog_sec
         self.extra = extra or {}
+        # With ``proxied``, each bot reaches Redis and its peer through a TCP proxy that a
+        # test can cut: a partition that is real at the socket level.
+        self.proxied = proxied
+        self.proxies: dict[str, dict[str, ProxyProcess]] = {}
         self.redis = RedisServer(self.dir / "redis")
         self.rseries_control = free_port()
         self.rseries_log = self.dir / "rseries.jsonl"
@@ -213,6 +219,12 @@ class Cluster:
             renew_interval=self.renew_interval,
         )
         base["redis"].update(url=self.redis.url)
+        if node.id in self.proxies:
+            redis_proxy, peer_proxy = self.proxies[node.id]["redis"], self.proxies[node.id]["peer"]
+            base["redis"].update(url=f"redis://127.0.0.1:{redis_proxy.port}/0")
+            base["cluster"].update(
+                peers=[{"id": peer.id, "api": f"http://127.0.0.1:{peer_proxy.port}"}]
+            )
         base["ami"].update(port=node.ami_port, secret_file=str(d / "ami.secret"))
         base["rseries"].update(port=str(d / f"rseries-{node.id}"))
         base["asterisk"] = {
@@ -299,6 +311,13 @@ class Cluster:
             10,
             "the R-Series simulator's links",
         )
+        if self.proxied:
+            for node in self.nodes.values():
+                peer = self.nodes["b" if node.id == "a" else "a"]
+                self.proxies[node.id] = {
+                    "redis": ProxyProcess(self.redis.port).start(),
+                    "peer": ProxyProcess(peer.api_port).start(),
+                }
         for node in self.nodes.values():
             node.config_path.write_text(toml_dumps(self.node_config(node)))
         self._start_recorders()
@@ -378,6 +397,15 @@ class Cluster:
             self.topology.exec(node_id, ["ip", "addr", "flush", "dev", "eth0"], check=False)
         # The dead host's DRBD is gone from the replication link.
         self.set_drbd(connected=False, node=node_id, role="Secondary")
+
+    def cut(self, node_id: str, *links: str) -> None:
+        """Cut ``node_id`` off from "redis" and/or "peer": new connections hang, old ones reset."""
+        for link in links:
+            self.proxies[node_id][link].cut("blackhole", "reset")
+
+    def heal(self, node_id: str, *links: str) -> None:
+        for link in links:
+            self.proxies[node_id][link].heal()
 
     def set_drbd(self, *, node: str | None = None, **fields: Any) -> None:
         path = self.drbd_dir / "drbd.json"
@@ -506,6 +534,9 @@ class Cluster:
             if sampler is not None:
                 with suppress(Exception):
                     sampler.stop()
+        for proxies in self.proxies.values():
+            for proxy in proxies.values():
+                proxy.stop()
         if self.rseries is not None and self.rseries.poll() is None:
             self.rseries.terminate()
             try:

@@ -9,7 +9,12 @@ stated window (``QUIET``: three lease times).
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,12 +34,13 @@ SAMPLE = 0.05  # sampling error allowed for the VIP and pid recorders
 
 
 @pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[Cluster]:
+def cluster(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Cluster]:
     reason = have_tools() or netns_unavailable()
     if reason:
         pytest.skip(reason)
+    proxied = request.node.get_closest_marker("proxied") is not None
     with Topology() as topo:
-        c = Cluster(tmp_path / "cluster", topo)
+        c = Cluster(tmp_path / "cluster", topo, proxied=proxied)
         try:
             c.start()
             c.wait_primary(within=30)
@@ -70,6 +76,26 @@ def _ready(c: Cluster, node: str) -> bool:
 def events_of(c: Cluster, node: str) -> list[dict]:
     status, body = c.nodes[node].get("/status")
     return list(body.get("events", [])) if status == 200 else []
+
+
+def status_cli(c: Cluster, node: str) -> dict:
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bot",
+            "status",
+            "--json",
+            "--config",
+            str(c.nodes[node].config_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=c.env(c.nodes[node]),
+    )
+    assert proc.returncode == 0, proc.stderr
+    return dict(json.loads(proc.stdout))
 
 
 def assert_stays(c: Cluster, primary: str, window: float) -> None:
@@ -115,14 +141,11 @@ def test_bot_sigstop_never_acts_as_primary_after_waking(cluster: Cluster) -> Non
     cluster.kill_bot(primary, signal.SIGSTOP)
     try:
         cluster.wait_serving(standby, within=20)
-        time.sleep(max(0.0, 2 * LEASE - 0.0))  # noqa: ASYNC251 - the fault's duration, not a wait
+        time.sleep(max(0.0, 2 * LEASE - 0.0))
     finally:
-        import os
-
-        try:
+        # The supervisor's watchdog has most likely killed it already, as systemd would.
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGCONT)
-        except ProcessLookupError:
-            pass  # the supervisor's watchdog killed it, as systemd would
     assert_stays(cluster, standby, LEASE)
     cluster.assert_safe(Allowance(sample_tolerance=SAMPLE, route_tolerance=1.0))
 
@@ -132,8 +155,6 @@ def test_asterisk_crash_hands_over(cluster: Cluster) -> None:
     primary, standby = settle(cluster)
     pid = cluster.nodes[primary].asterisk_pid()
     assert pid is not None
-    import os
-
     os.kill(pid, signal.SIGKILL)
     cluster.wait_serving(standby, within=20)
     cluster.assert_safe(Allowance(sample_tolerance=SAMPLE, route_tolerance=1.0))
@@ -151,7 +172,7 @@ def test_red_alarm_fails_over_blue_alarm_only_alerts(cluster: Cluster) -> None:
     """Scenario 6."""
     primary, standby = settle(cluster)
     node = cluster.nodes[primary]
-    time.sleep(2.5)  # noqa: ASYNC251 - let spans.grace (2 s) pass after the route
+    time.sleep(2.5)
     for span in (1, 2):
         node.ami_control_cmd({"cmd": "span_alarm", "span": span, "kind": "blue"})
     assert_stays(cluster, primary, QUIET)
@@ -212,7 +233,7 @@ def test_planned_restart_in_maintenance_then_unplanned_exit(cluster: Cluster) ->
     primary, standby = settle(cluster)
     node = cluster.nodes[primary]
     ast_pid = node.asterisk_pid()
-    status, before = node.get("/status")
+    _, before = node.get("/status")
     epoch = before["epoch"]
     assert node.post("/pause", {}) == 202
     cluster.wait_role(primary, "paused", within=10)
@@ -222,7 +243,7 @@ def test_planned_restart_in_maintenance_then_unplanned_exit(cluster: Cluster) ->
     cluster.wait_role(primary, "paused", within=15)
     assert node.post("/resume", {}) == 202
     cluster.wait_role(primary, "primary", within=15)
-    status, after = node.get("/status")
+    _, after = node.get("/status")
     assert after["epoch"] == epoch, "a planned restart must keep the epoch"
     assert node.asterisk_pid() == ast_pid, "Asterisk was touched"
     cluster.assert_safe(Allowance(sample_tolerance=SAMPLE, route_tolerance=1.0))
@@ -234,12 +255,40 @@ def test_planned_restart_in_maintenance_then_unplanned_exit(cluster: Cluster) ->
 
 def test_redis_restart_keeps_the_primary(cluster: Cluster) -> None:
     """Scenario 7: Redis killed and restarted empty; the peer's promise carries the primary."""
-    primary, standby = settle(cluster)
-    status, before = cluster.nodes[primary].get("/status")
+    primary, _ = settle(cluster)
+    _, before = cluster.nodes[primary].get("/status")
+    both = status_cli(cluster, primary)
+    assert {n["id"] for n in both["nodes"]} == {"a", "b"} and both["holder"] == primary
+    assert both["epoch"] == before["epoch"] and both["lease_remaining_seconds"] > 0
     cluster.redis.kill()
-    time.sleep(LEASE)  # noqa: ASYNC251 - the outage's duration
+    # `status` still answers with Redis down: from the peers' APIs, and says so.
+    down = status_cli(cluster, primary)
+    assert down["source"] != "redis" and down["holder"] == primary
+    time.sleep(LEASE)
     cluster.redis.start()
     assert_stays(cluster, primary, QUIET)
-    status, after = cluster.nodes[primary].get("/status")
+    _, after = cluster.nodes[primary].get("/status")
     assert after["epoch"] >= before["epoch"]
+    cluster.assert_safe(Allowance(sample_tolerance=SAMPLE, route_tolerance=1.0))
+
+
+@pytest.mark.proxied
+def test_primary_cut_from_redis_only_stays_primary(cluster: Cluster) -> None:
+    """Scenario 8: the peer's promise carries the primary through a Redis partition."""
+    primary, _ = settle(cluster)
+    cluster.cut(primary, "redis")
+    assert_stays(cluster, primary, QUIET)
+    assert cluster.holds_vip(primary)
+    cluster.heal(primary, "redis")
+    assert_stays(cluster, primary, LEASE)
+    cluster.assert_safe(Allowance(sample_tolerance=SAMPLE, route_tolerance=1.0))
+
+
+@pytest.mark.proxied
+def test_primary_cut_from_redis_and_peer_demotes_before_takeover(cluster: Cluster) -> None:
+    """Scenario 9: cut off from both, the primary fences itself; then the standby takes over."""
+    primary, standby = settle(cluster)
+    cluster.cut(primary, "redis", "peer")
+    cluster.wait_serving(standby, within=20)
+    wait_for_sync(lambda: not cluster.holds_vip(primary), 5, f"{primary} without the VIP")
     cluster.assert_safe(Allowance(sample_tolerance=SAMPLE, route_tolerance=1.0))
