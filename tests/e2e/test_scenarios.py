@@ -116,9 +116,7 @@ def test_host_death_then_old_primary_rejoins_as_standby(cluster: Cluster) -> Non
     assert t_served - t_fault < 10
     cluster.assert_safe(Allowance(sample_tolerance=SAMPLE, route_tolerance=1.0))
     # 14: the old primary comes back and rejoins as standby; no failback.
-    cluster.topology.exec(primary, ["ip", "link", "set", "dev", "eth0", "up"], check=False)
-    cluster.set_drbd(connected=True)
-    cluster.start_bot(primary)
+    cluster.revive_host(primary)
     cluster.wait_role(primary, "standby", within=20)
     assert_stays(cluster, standby, LEASE)
     cluster.assert_safe(Allowance(sample_tolerance=SAMPLE, route_tolerance=1.0))

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.supervisor import child_pid, notify, parse_notify, read_log, supervisor_argv
+from bot.lab.supervisor import child_pid, notify, parse_notify, read_log, supervisor_argv
 from tests.helpers import wait_for_sync
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -254,7 +254,7 @@ def test_parse_notify() -> None:
 def test_usage_errors_exit_2(tmp_path: Path) -> None:
     for bad in ([], ["--watchdog-sec", "-1", "--", "true"]):
         result = subprocess.run(
-            [sys.executable, "-m", "tests.e2e.supervisor", *bad],
+            [sys.executable, "-m", "bot.lab.supervisor", *bad],
             cwd=ROOT,
             capture_output=True,
         )

@@ -1,6 +1,6 @@
 """A small supervisor that does what systemd does for the bot in production.
 
-    python -m tests.e2e.supervisor --watchdog-sec 1.5 --restart on-failure \\
+    python -m bot.lab.supervisor --watchdog-sec 1.5 --restart on-failure \\
         --restart-sec 0.5 --stop-post "failover-bot fence-local --config X" \\
         --log sup.jsonl -- failover-bot run --config X
 
@@ -385,7 +385,7 @@ class Supervisor:
 
 def parse_args(argv: Sequence[str]) -> Options:
     p = argparse.ArgumentParser(
-        prog="python -m tests.e2e.supervisor",
+        prog="python -m bot.lab.supervisor",
         description="Run a command as systemd would (Type=notify, WatchdogSec, Restart, "
         "ExecStopPost).",
     )
@@ -458,7 +458,7 @@ def supervisor_argv(
     return [
         sys.executable,
         "-m",
-        "tests.e2e.supervisor",
+        "bot.lab.supervisor",
         "--watchdog-sec",
         str(watchdog_sec),
         "--restart",
@@ -484,9 +484,19 @@ def supervisor_argv(
 
 def read_log(path: Path) -> list[dict[str, Any]]:
     """The supervisor's records so far (a torn last line is skipped)."""
-    from tests.e2e.recorders import read_jsonl
-
-    return read_jsonl(path)
+    try:
+        lines = path.read_text().splitlines()
+    except FileNotFoundError:
+        return []
+    records = []
+    for i, line in enumerate(lines):
+        try:
+            records.append(json.loads(line))
+        except ValueError:
+            if i == len(lines) - 1:
+                break  # written while we read
+            raise ValueError(f"{path}:{i + 1}: not JSON") from None
+    return records
 
 
 def child_pid(path: Path) -> int | None:

@@ -1,0 +1,530 @@
+"""A two-node cluster on this machine: the demo, the end-to-end tests, the benchmark.
+
+Real parts: redis-server, the R-Series simulator on two pseudo-terminals, two
+``failover-bot run`` processes each under ``bot.lab.supervisor`` (what systemd
+does in production), the AMI simulator as each node's "Asterisk" (started and
+stopped by the bots' own ``asterisk.*`` commands), and the floating IP inside
+network namespaces when a ``Topology`` is given. DRBD is a stand-in command
+(``drbd_fake``) when one is given, and left out otherwise. The node
+configurations are derived from ``deploy/examples/lab-a.toml`` / ``lab-b.toml``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import tomllib
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from contextlib import suppress
+from pathlib import Path
+from typing import IO, Any
+
+from bot.lab.netns import Topology
+from bot.lab.supervisor import child_pid, read_log
+
+PY = sys.executable
+NODES = ("a", "b")
+HOSTS = {"a": "A", "b": "B"}
+RESOURCE = "pbx"
+EXAMPLES = Path(__file__).resolve().parents[2] / "deploy" / "examples"
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def port_open(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            return True
+    except OSError:
+        return False
+
+
+def wait_until(predicate: Callable[[], bool], within: float, what: str) -> None:
+    deadline = time.monotonic() + within
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {within:g} s waiting for {what}")
+        time.sleep(0.02)
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def read_pidfile(path: Path) -> int | None:
+    try:
+        text = path.read_text().strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None
+
+
+def toml_dumps(data: dict[str, Any]) -> str:
+    """A small TOML writer for the shapes node configurations use."""
+
+    def value(v: Any) -> str:
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, (int, float)):
+            return repr(v)
+        if isinstance(v, str):
+            return json.dumps(v)
+        if isinstance(v, list):
+            return "[" + ", ".join(value(i) for i in v) + "]"
+        if isinstance(v, dict):
+            return "{ " + ", ".join(f"{k} = {value(i)}" for k, i in v.items()) + " }"
+        raise TypeError(type(v))
+
+    out = []
+    for section, table in data.items():
+        out.append(f"[{section}]")
+        out += [f"{k} = {value(v)}" for k, v in table.items()]
+        out.append("")
+    return "\n".join(out)
+
+
+class RedisProcess:
+    """redis-server on a free loopback port, without persistence."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        exe = shutil.which("redis-server") or "/usr/bin/redis-server"
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.proc = subprocess.Popen(
+            [
+                exe,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.workdir),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_until(lambda: port_open(self.port), 10, "redis-server to listen")
+
+    def kill(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(5)
+        self.proc = None
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self.proc = None
+
+
+class Node:
+    def __init__(self, cluster: Cluster, node_id: str) -> None:
+        self.cluster = cluster
+        self.id = node_id
+        self.dir = cluster.dir / node_id
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.config_path = self.dir / "node.toml"
+        self.api_port = free_port()
+        self.ami_port = free_port()
+        self.ami_control = free_port()
+        self.pidfile = self.dir / "asterisk.pid"
+        self.asterisk_record = self.dir / "asterisk.jsonl"
+        self.sup_log = self.dir / "supervisor.jsonl"
+        self.bot_log = self.dir / "bot.log"
+        self.supervisor: subprocess.Popen[bytes] | None = None
+
+    @property
+    def api(self) -> str:
+        return f"http://127.0.0.1:{self.api_port}"
+
+    def get(self, path: str, timeout: float = 1.0) -> tuple[int, Any]:
+        try:
+            with urllib.request.urlopen(self.api + path, timeout=timeout) as resp:
+                return int(resp.status), json.loads(resp.read() or b"null")
+        except urllib.error.HTTPError as exc:
+            body = exc.read()
+            return int(exc.code), json.loads(body) if body.startswith(b"{") else body.decode()
+        except (OSError, ValueError):
+            return 0, None
+
+    def post(self, path: str, body: dict[str, Any]) -> int:
+        req = urllib.request.Request(
+            self.api + path,
+            data=json.dumps(body).encode(),
+            headers={
+                "Authorization": f"Bearer {self.cluster.token}",
+                "Content-Type": "application/json",
+            },
+            method="POST",
+        )
+        try:
+            with urllib.request.urlopen(req, timeout=2) as resp:
+                return int(resp.status)
+        except urllib.error.HTTPError as exc:
+            return int(exc.code)
+
+    def status(self) -> dict[str, Any] | None:
+        code, body = self.get("/status")
+        return body if code == 200 and isinstance(body, dict) else None
+
+    def role(self) -> str | None:
+        body = self.status()
+        for node in (body or {}).get("nodes", []):
+            if node.get("id") == self.id:
+                return str(node.get("role"))
+        return None
+
+    def bot_pid(self) -> int | None:
+        return child_pid(self.sup_log) if self.sup_log.exists() else None
+
+    def asterisk_pid(self) -> int | None:
+        return read_pidfile(self.pidfile)
+
+    def ami_control_cmd(self, cmd: dict[str, Any]) -> dict[str, Any]:
+        import asyncio
+
+        from ami.simulator import control
+
+        return asyncio.run(control(self.ami_control, cmd))
+
+
+class Cluster:
+    def __init__(
+        self,
+        workdir: Path,
+        topology: Topology | None,
+        *,
+        lease_ttl: str = "3s",
+        renew_interval: str = "1s",
+        boot_delay: float = 0.5,
+        test_call_interval: str = "1s",
+        spans_grace: str = "2s",
+        watchdog_sec: float = 1.5,
+        drbd_fake: Path | None = None,
+        log_level: str = "info",
+        extra: dict[str, dict[str, Any]] | None = None,
+    ) -> None:
+        self.dir = workdir
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.topology = topology
+        self.lease_ttl = lease_ttl
+        self.renew_interval = renew_interval
+        self.boot_delay = boot_delay
+        self.test_call_interval = test_call_interval
+        self.spans_grace = spans_grace
+        self.watchdog_sec = watchdog_sec
+        self.drbd_fake = drbd_fake
+        self.log_level = log_level
+        self.extra = extra or {}
+        self.redis = RedisProcess(self.dir / "redis")
+        self.rseries_control = free_port()
+        self.rseries_log = self.dir / "rseries.jsonl"
+        self.rseries: subprocess.Popen[bytes] | None = None
+        self.drbd_dir = self.dir / "drbd"
+        self.bin = self.dir / "bin"
+        self.token = "lab-token-" + os.urandom(4).hex()
+        self.nodes = {n: Node(self, n) for n in NODES}
+        self.t0 = time.monotonic()
+        self._files: list[IO[bytes]] = []
+
+    # ------------------------------------------------------------------ set-up
+
+    def _secrets(self) -> None:
+        (self.dir / "cluster.secret").write_text(os.urandom(16).hex() + "\n")
+        (self.dir / "ami.secret").write_text("ami-" + os.urandom(8).hex() + "\n")
+        (self.dir / "api.token").write_text(self.token + "\n")
+        for path in ("cluster.secret", "ami.secret", "api.token"):
+            os.chmod(self.dir / path, 0o600)
+
+    def _drbd(self) -> None:
+        if self.drbd_fake is None:
+            return
+        # Only the commands that cannot run here; `ip` and `arping` are the real ones.
+        self.bin.mkdir(exist_ok=True)
+        for name in ("drbdadm", "drbdsetup", "mount", "umount", "mountpoint"):
+            link = self.bin / name
+            if not link.exists():
+                link.symlink_to(self.drbd_fake)
+        self.drbd_dir.mkdir(exist_ok=True)
+        nodes = {n: {"role": "Secondary", "disk": "UpToDate"} for n in NODES}
+        state = {
+            "module": True,
+            "version": 9,
+            "resources": {RESOURCE: {"connected": True, "nodes": nodes}},
+        }
+        (self.drbd_dir / "drbd.json").write_text(json.dumps(state))
+
+    def peer_of(self, node: Node) -> Node:
+        return self.nodes["b" if node.id == "a" else "a"]
+
+    def node_config(self, node: Node) -> dict[str, Any]:
+        base = tomllib.loads((EXAMPLES / f"lab-{node.id}.toml").read_text())
+        peer = self.peer_of(node)
+        d = self.dir
+        sim = [PY, "-m", "bot", "simulate"]
+        secret = str(d / "ami.secret")
+        base["node"].update(state_dir=str(node.dir / "state"))
+        base["cluster"].update(
+            peers=[{"id": peer.id, "api": peer.api}],
+            secret_file=str(d / "cluster.secret"),
+            lease_ttl=self.lease_ttl,
+            renew_interval=self.renew_interval,
+        )
+        base["redis"].update(url=self.redis.url)
+        base["ami"].update(port=node.ami_port, secret_file=secret)
+        base["rseries"].update(port=str(d / f"rseries-{node.id}"))
+        pidfile = str(node.pidfile)
+        base["asterisk"] = {
+            "start": [*sim, "asterisk", "--port", str(node.ami_port), "--boot-delay",
+                      str(self.boot_delay), "--spans", "2", "--username", "failover",
+                      "--secret-file", secret, "--control-port", str(node.ami_control),
+                      "--daemon", "--pidfile", pidfile, "--record", str(node.asterisk_record)],
+            "stop": [*sim, "asterisk-stop", "--pidfile", pidfile],
+            "kill": [*sim, "asterisk-stop", "--pidfile", pidfile, "--kill"],
+            "status": [*sim, "asterisk-status", "--pidfile", pidfile],
+            "boot_timeout": "10s",
+            "command_timeout": "5s",
+        }  # fmt: skip
+        if self.drbd_fake is not None:
+            base["drbd"] = {"resources": [RESOURCE]}
+        if self.topology is not None:
+            base["vip"] = {
+                **self.topology.vip_settings(node.id),
+                "arp_count": 1,
+                "arp_interval": "100ms",
+            }
+        base["spans"].update(grace=self.spans_grace, poll_interval="1s")
+        base["test_call"].update(interval=self.test_call_interval, timeout="2s")
+        base["api"] = {"listen": f"127.0.0.1:{node.api_port}", "token_file": str(d / "api.token")}
+        for section, values in self.extra.items():
+            base.setdefault(section, {}).update(values)
+        return base
+
+    def env(self, node: Node) -> dict[str, str]:
+        env = dict(os.environ)
+        path = [str(Path(PY).parent), env.get("PATH", "")]
+        if self.drbd_fake is not None:
+            path.insert(0, str(self.bin))
+        env.update(
+            PATH=os.pathsep.join(path),
+            FAKE_STATE_DIR=str(node.dir),
+            FAKE_DRBD_DIR=str(self.drbd_dir),
+            FAKE_NODE=node.id,
+        )
+        return env
+
+    def _log(self, path: Path) -> IO[bytes]:
+        fh = path.open("ab")
+        self._files.append(fh)
+        return fh
+
+    def start(self) -> Cluster:
+        self._secrets()
+        self._drbd()
+        self.redis.start()
+        self.rseries = subprocess.Popen(
+            [PY, "-m", "bot", "simulate", "rseries", "--link-a", str(self.dir / "rseries-a"),
+             "--link-b", str(self.dir / "rseries-b"), "--control-port", str(self.rseries_control),
+             "--log", str(self.rseries_log), "--relay-time", "0.02"],
+            stdout=subprocess.DEVNULL,
+            stderr=self._log(self.dir / "rseries.log"),
+            start_new_session=True,
+        )  # fmt: skip
+        wait_until(
+            lambda: (self.dir / "rseries-a").exists() and (self.dir / "rseries-b").exists(),
+            10,
+            "the R-Series simulator's links",
+        )
+        self.before_bots()
+        for node in self.nodes.values():
+            node.config_path.write_text(toml_dumps(self.node_config(node)))
+        self.t0 = time.monotonic()
+        for node in self.nodes.values():
+            self.start_bot(node.id)
+        return self
+
+    def before_bots(self) -> None:
+        """Hook for subclasses: recorders, proxies."""
+
+    def start_bot(self, node_id: str) -> None:
+        node = self.nodes[node_id]
+        cfg = str(node.config_path)
+        node.supervisor = subprocess.Popen(
+            [PY, "-m", "bot.lab.supervisor", "--watchdog-sec", str(self.watchdog_sec),
+             "--restart", "always", "--restart-sec", "0.5",
+             "--stop-post", f"{PY} -m bot fence-local --config {cfg}",
+             "--log", str(node.sup_log), "--",
+             PY, "-m", "bot", "--log-level", self.log_level, "run", "--config", cfg],
+            env=self.env(node),
+            stdout=subprocess.DEVNULL,
+            stderr=self._log(node.bot_log),
+            start_new_session=True,
+        )  # fmt: skip
+
+    # ------------------------------------------------------------------ faults
+
+    def kill_bot(self, node_id: str, sig: int = signal.SIGKILL) -> None:
+        pid = self.nodes[node_id].bot_pid()
+        if pid is None:
+            raise RuntimeError(f"no running bot on {node_id}")
+        os.kill(pid, sig)
+
+    def kill_host(self, node_id: str) -> None:
+        """Host death: supervisor, bot and Asterisk killed at once, its network gone."""
+        node = self.nodes[node_id]
+        pids = (
+            node.supervisor.pid if node.supervisor else None,
+            node.bot_pid(),
+            node.asterisk_pid(),
+        )
+        for pid in pids:
+            if pid:
+                with suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+        if node.supervisor is not None:
+            node.supervisor.wait(5)
+        if self.topology is not None:
+            self.topology.exec(node_id, ["ip", "link", "set", "dev", "eth0", "down"], check=False)
+            self.topology.exec(node_id, ["ip", "addr", "flush", "dev", "eth0"], check=False)
+        if self.drbd_fake is not None:
+            # The dead host is gone from the replication link.
+            self.set_drbd(connected=False, node=node_id, role="Secondary")
+
+    def revive_host(self, node_id: str) -> None:
+        """The dead host comes back: link up, replication reconnected, bot started."""
+        if self.topology is not None:
+            self.topology.exec(node_id, ["ip", "link", "set", "dev", "eth0", "up"], check=False)
+            addr = f"{self.topology.address(node_id)}/24"
+            self.topology.exec(node_id, ["ip", "addr", "add", addr, "dev", "eth0"], check=False)
+        if self.drbd_fake is not None:
+            self.set_drbd(connected=True)
+        self.start_bot(node_id)
+
+    def set_drbd(self, *, node: str | None = None, **fields: Any) -> None:
+        path = self.drbd_dir / "drbd.json"
+        state = json.loads(path.read_text())
+        res = state["resources"][RESOURCE]
+        if "connected" in fields:
+            res["connected"] = fields.pop("connected")
+        if node is not None:
+            res["nodes"][node].update(fields)
+        path.write_text(json.dumps(state))
+
+    # ------------------------------------------------------------------ waiting
+
+    def primary(self) -> str | None:
+        """The node whose API says it is primary (None if none or two)."""
+        primaries = [n for n, node in self.nodes.items() if node.role() == "primary"]
+        return primaries[0] if len(primaries) == 1 else None
+
+    def wait_primary(self, node_id: str | None = None, within: float = 30.0) -> str:
+        found: list[str] = []
+
+        def ready() -> bool:
+            p = self.primary()
+            if p is not None and (node_id is None or p == node_id):
+                found.append(p)
+                return True
+            return False
+
+        wait_until(ready, within, f"primary {node_id or '(any)'}")
+        return found[-1]
+
+    def wait_role(self, node_id: str, role: str, within: float = 30.0) -> None:
+        wait_until(lambda: self.nodes[node_id].role() == role, within, f"{node_id} {role}")
+
+    def holds_vip(self, node_id: str) -> bool:
+        if self.topology is None:
+            return False
+        vip = self.topology.vip_address
+        return any(a.split("/")[0] == vip for a in self.topology.addresses(node_id))
+
+    def wait_serving(self, node_id: str, within: float = 30.0) -> float:
+        """Until the node is primary (with the floating IP, if any); returns the time."""
+        node = self.nodes[node_id]
+
+        def serving() -> bool:
+            vip_ok = self.topology is None or self.holds_vip(node_id)
+            return vip_ok and node.role() == "primary"
+
+        wait_until(serving, within, f"{node_id} serving")
+        return time.monotonic()
+
+    def logs_tail(self, lines: int = 40) -> str:
+        out = []
+        for node in self.nodes.values():
+            if node.bot_log.exists():
+                tail = node.bot_log.read_text(errors="replace").splitlines()[-lines:]
+                out.append(f"\n--- {node.id} bot log ---\n" + "\n".join(tail))
+        return "".join(out)
+
+    # ------------------------------------------------------------------ teardown
+
+    def stop(self) -> None:
+        for node in self.nodes.values():
+            if node.supervisor is not None and node.supervisor.poll() is None:
+                node.supervisor.send_signal(signal.SIGTERM)
+        for node in self.nodes.values():
+            if node.supervisor is not None:
+                try:
+                    node.supervisor.wait(15)
+                except subprocess.TimeoutExpired:
+                    with suppress(ProcessLookupError):
+                        os.killpg(node.supervisor.pid, signal.SIGKILL)
+        for node in self.nodes.values():
+            for pid in (node.asterisk_pid(), node.bot_pid()):
+                if pid and pid_alive(pid):
+                    with suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
+        if self.rseries is not None and self.rseries.poll() is None:
+            self.rseries.terminate()
+            try:
+                self.rseries.wait(5)
+            except subprocess.TimeoutExpired:
+                self.rseries.kill()
+        self.redis.stop()
+        for fh in self._files:
+            fh.close()
+
+
+def supervisor_records(node: Node) -> list[dict[str, Any]]:
+    return read_log(node.sup_log) if node.sup_log.exists() else []
