@@ -29,6 +29,7 @@ COMMAND_MODULES: dict[str, tuple[str, ...]] = {
     "ami": ("test-call", "ami"),
     "rseries": ("rseries",),
     "simulate": ("simulate",),
+    "demo": ("demo",),
 }
 
 

@@ -1,0 +1,24 @@
+"""failover-bot demo: a whole two-node cluster on this machine, with a failover."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "demo",
+        help="a whole two-node cluster on this machine: kills the primary, shows the failover",
+    )
+    p.add_argument(
+        "--once",
+        action="store_true",
+        help="exit 0 after the failover's timeline (its last line states the failover time)",
+    )
+    p.set_defaults(handler=demo)
+
+
+def demo(args: argparse.Namespace) -> int:
+    from bot.lab.demo import Demo
+
+    return Demo(once=args.once).run()
