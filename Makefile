@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEB_PACKAGES := redis-server redis-sentinel socat iproute2 iputils-arping iptables \
-	drbd-utils chromium prometheus systemd
+	drbd-utils chromium prometheus systemd procps
 DEB_STAMP := .deps/debian.stamp
 
 .PHONY: test demo bench lint typecheck pytest deps clean docs
@@ -39,7 +39,7 @@ typecheck: $(STAMP)
 	$(VENV)/bin/mypy
 
 pytest: deps
-	$(VENV)/bin/pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+	$(VENV)/bin/pytest -q -p no:cacheprovider --durations=15 $(PYTEST_ARGS)
 
 # A two-node cluster on this machine with the simulators; kills the primary and
 # shows the failover. Ctrl-C ends it and cleans up.
