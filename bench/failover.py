@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -195,6 +195,8 @@ def main() -> int:
     parser.add_argument("--idle", type=float, default=60.0, help="idle CPU window, seconds")
     parser.add_argument("--soak", default="", help='loaded soak duration, e.g. "10m" (off)')
     parser.add_argument("--scenarios", default="host death,asterisk crash,switchover")
+    parser.add_argument("--log-level", default="warning", help="the bots' log level")
+    parser.add_argument("--keep", action="store_true", help="keep the cluster's files and logs")
     args = parser.parse_args()
     reason = netns_unavailable()
     if reason:
@@ -205,7 +207,13 @@ def main() -> int:
     res: dict[str, dict[str, float]] = {}
     soak_result: dict[str, Any] | None = None
     with Topology() as topo:
-        c = Cluster(work / "cluster", topo, log_level="warning")
+        # A short hold-down, so that back-to-back health-triggered runs are allowed.
+        c = Cluster(
+            work / "cluster",
+            topo,
+            log_level=args.log_level,
+            extra={"cluster": {"failover_holddown": "2s"}},
+        )
         try:
             c.start()
             for name in [s.strip() for s in args.scenarios.split(",") if s.strip()]:
@@ -220,6 +228,8 @@ def main() -> int:
                 soak_result = soak(c, seconds)
         finally:
             c.stop()
+            if not args.keep:
+                shutil.rmtree(work, ignore_errors=True)
     lease = parse_duration(c.lease_ttl)
     renew = parse_duration(c.renew_interval)
     print()

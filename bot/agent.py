@@ -65,6 +65,7 @@ log = logging.getLogger(__name__)
 
 CYCLE_INTERVAL = 0.2  # the loop also wakes on every pushed change
 RECORD_INTERVAL = 1.0
+PROBE_INTERVAL = 1.0  # local services and readiness (commands), also after every action
 
 
 class Agent:
@@ -137,6 +138,7 @@ class Agent:
         self.peer_reachable = False
         self._lease_changed = asyncio.Event()
         self._wake = asyncio.Event()
+        self._probe_now = asyncio.Event()
         self._stop = asyncio.Event()
         self._results: dict[str, Any] = {}
         self._tasks: dict[str, asyncio.Task[Any]] = {}
@@ -178,6 +180,8 @@ class Agent:
         LOG_CONTEXT.node, LOG_CONTEXT.role = self.me, self.ha.role
         try:
             await self._open()
+            await self._probe_once()  # rule 7 needs to know what runs here before deciding
+            self._spawn("probe", self._probe_loop())
             self._spawn("cycle", self._cycle_loop())
             self._spawn("renewal", self._renewal_loop())
             self._spawn("notifier", self.notify.run())
@@ -208,7 +212,7 @@ class Agent:
             if t.cancelled() or self._stop.is_set():
                 return
             exc = t.exception()
-            if exc is None and name not in ("cycle", "renewal"):
+            if exc is None and name not in ("cycle", "renewal", "probe"):
                 return  # finished its work (e.g. a notifier without webhooks)
             log.critical("task %s ended unexpectedly: %r; stopping the agent", name, exc)
             self._exit_code = 1
@@ -229,6 +233,8 @@ class Agent:
             if not t.cancelled() and t.exception() is not None:
                 log.error("%s failed: %r", kind, t.exception())
             self._wake.set()
+            if not kind.startswith("event-"):
+                self._probe_now.set()
 
         task.add_done_callback(done)
         return task
@@ -352,12 +358,10 @@ class Agent:
 
     async def _observe(self) -> Observation:
         t0 = time.monotonic()
-        lease_r, controls_r, records_r, local_r, ready_r = await asyncio.gather(
+        lease_r, controls_r, records_r = await asyncio.gather(
             self.bus.read_lease(),
             self.bus.controls(),
             self.bus.node_records(),
-            self.takeover.local_services(),
-            self._readiness(),
             return_exceptions=True,
         )
         lease_read = lease_r if isinstance(lease_r, LeaseRead) else None
@@ -373,10 +377,6 @@ class Agent:
             self.outdated_on_bus = self.me in controls_r.outdated
         if isinstance(records_r, dict):
             self._records = records_r
-        if not isinstance(local_r, BaseException):
-            self._local = local_r
-        if not isinstance(ready_r, BaseException):
-            self._ready = ready_r
         verdict = self.health.verdict(self.ha.role, self.pstn_routed_at())
         self._report_health(verdict)
         ctl = self._controls if not isinstance(controls_r, BaseException) else None
@@ -439,6 +439,29 @@ class Agent:
 
     _alerts_seen: set[str] = set()
     _was_healthy = True
+
+    async def _probe_loop(self) -> None:
+        """Local services and readiness run commands: probed here, not in the cycle,
+        so that a cycle costs a few Redis reads and reacts within milliseconds."""
+        while True:
+            self._probe_now.clear()
+            await self._probe_once()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(PROBE_INTERVAL):
+                    await self._probe_now.wait()
+
+    async def _probe_once(self) -> None:
+        local_r, ready_r = await asyncio.gather(
+            self.takeover.local_services(), self._readiness(), return_exceptions=True
+        )
+        if not isinstance(local_r, BaseException):
+            self._local = local_r
+        else:
+            log.warning("local service probe failed: %s", local_r)
+        if not isinstance(ready_r, BaseException):
+            self._ready = ready_r
+        else:
+            log.warning("readiness probe failed: %s", ready_r)
 
     async def _readiness(self) -> tuple[bool, list[str]]:
         _, reasons = await self.takeover.readiness(self.outdated_on_bus)

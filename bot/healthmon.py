@@ -49,6 +49,8 @@ class HealthMonitor:
         self.last = Verdict(True)
         self.role = "starting"
         self.serving_since: float | None = None
+        self._ami_up = False
+        self._ami_up_since: float | None = None
         self._wake: Callable[[], None] = lambda: None
         self._fully_booted = False
 
@@ -74,9 +76,13 @@ class HealthMonitor:
             for n, kind in self.spans.spans().items()
             if n in self.cfg.spans.critical
         )
+        if up != self._ami_up:
+            self._ami_up, self._ami_up_since = up, now
         inputs = HealthInputs(
             ami_up=up,
-            ami_since=ami.state_since if ami is not None else now,
+            # Since the link last went up or down: reconnect attempts while it stays
+            # down must not restart the grace period.
+            ami_since=self._ami_up_since if self._ami_up_since is not None else now,
             # The client itself drops a link whose Ping goes unanswered.
             last_ping_ok_at=now if up else None,
             ping_rtt=ami.last_ping_rtt if ami is not None else None,
@@ -108,6 +114,7 @@ class HealthMonitor:
             await asyncio.Event().wait()
             return
         unsubscribe = self.ami.subscribe(self._on_event)
+        forget_state = self.ami.on_state(self._on_ami_state)
         try:
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self._poll_spans())
@@ -116,6 +123,13 @@ class HealthMonitor:
                     tg.create_task(self._test_calls())
         finally:
             unsubscribe()
+            forget_state()
+
+    def _on_ami_state(self, state: AmiState, at: float) -> None:
+        up = state in (AmiState.AUTHENTICATED, AmiState.FULLY_BOOTED)
+        if up != self._ami_up:
+            self._ami_up, self._ami_up_since = up, at
+        self._wake()
 
     def _on_event(self, event: AmiEvent) -> None:
         try:
