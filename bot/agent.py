@@ -451,9 +451,15 @@ class Agent:
                     await self._probe_now.wait()
 
     async def _probe_once(self) -> None:
-        local_r, ready_r = await asyncio.gather(
-            self.takeover.local_services(), self._readiness(), return_exceptions=True
+        local_r, ready_r, drbd_r = await asyncio.gather(
+            self.takeover.local_services(),
+            self._readiness(),
+            self.drbd.states() if self.drbd is not None else _nothing(),
+            return_exceptions=True,
         )
+        if isinstance(drbd_r, list):
+            for res in drbd_r:
+                self.metrics.set_drbd(res.name, role=res.role, disk_state=res.disk)
         if not isinstance(local_r, BaseException):
             self._local = local_r
         else:
@@ -987,6 +993,10 @@ class _View:
 
     def subscribe_events(self) -> Any:
         return self._agent.hub.subscribe()
+
+
+async def _nothing() -> None:
+    return None
 
 
 def _lease_view(read: LeaseRead) -> LeaseView:

@@ -50,6 +50,8 @@ class HealthMonitor:
         self.role = "starting"
         self.serving_since: float | None = None
         self._ami_up = False
+        self._last_rtt: float | None = None
+        self._reconnects = 0
         self._ami_up_since: float | None = None
         self._wake: Callable[[], None] = lambda: None
         self._fully_booted = False
@@ -160,8 +162,12 @@ class HealthMonitor:
             ami = self.ami
             self.metrics.ami_up.set(1 if ami.connected else 0)
             self.metrics.fully_booted.set(1 if ami.state is AmiState.FULLY_BOOTED else 0)
-            if ami.last_ping_rtt is not None:
-                self.metrics.ami_ping_rtt.set(ami.last_ping_rtt)
+            if ami.last_ping_rtt is not None and ami.last_ping_rtt != self._last_rtt:
+                self._last_rtt = ami.last_ping_rtt
+                self.metrics.observe_ami_ping(ami.last_ping_rtt)
+            if ami.reconnects > self._reconnects:
+                self.metrics.ami_reconnects.inc(ami.reconnects - self._reconnects)
+                self._reconnects = ami.reconnects
             if ami.state is AmiState.FULLY_BOOTED:
                 try:
                     self.active_calls = await ami.active_channels()

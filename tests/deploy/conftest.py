@@ -119,20 +119,24 @@ class _MetricsServer:
 
 
 @pytest.fixture(scope="module")
-def metrics_target() -> Iterator[ScrapeTarget]:
-    """The scrape target: a Metrics registry with every family touched.
+def metrics_target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ScrapeTarget]:
+    """The scrape target: a real running bot (`failover-bot run`, node a of a lab cluster).
 
-    This is the one place to switch to a real running bot (`failover-bot run`
-    with its API on a loopback port): yield the same ScrapeTarget for it.
+    Redis, the R-Series simulator and two bots with simulated Asterisks (no network
+    namespaces needed: the floating IP is left out); node a's API serves /metrics.
     """
-    metrics = Metrics(node="a", cluster="lab", drbd_resources=["r0"], spans=[1, 2])
-    touch_every_family(metrics)
-    server = _MetricsServer(metrics, free_port())
-    server.start()
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not installed")
+    from tests.e2e.cluster import Cluster
+
+    cluster = Cluster(tmp_path_factory.mktemp("lab"), None)
     try:
-        yield ScrapeTarget(f"127.0.0.1:{server.port}", "/metrics", node="a", cluster="lab")
+        cluster.start()
+        cluster.wait_primary(within=60)
+        node = cluster.nodes["a"]
+        yield ScrapeTarget(f"127.0.0.1:{node.api_port}", "/metrics", node="a", cluster="lab")
     finally:
-        server.stop()
+        cluster.stop()
 
 
 class Prometheus:
