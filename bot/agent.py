@@ -21,6 +21,7 @@ from typing import Any
 import aiohttp
 from prometheus_client import CollectorRegistry
 
+from ami.ari import AriClient
 from ami.client import AmiClient
 from bot import __version__
 from bot.actions.asterisk import AsteriskService
@@ -119,7 +120,8 @@ class Agent:
         self.drbd = Drbd(cfg.drbd, outdated=lambda: self.outdated_on_bus) if cfg.drbd else None
         self.vip = Vip(cfg.vip) if cfg.vip else None
         self.asterisk = AsteriskService(cfg.asterisk)
-        self.health = HealthMonitor(cfg, self.ami, self.metrics, clock=time.monotonic)
+        self.ari = AriClient.from_config(cfg.ari) if cfg.ari is not None else None
+        self.health = HealthMonitor(cfg, self.ami, self.metrics, ari=self.ari, clock=time.monotonic)
         self.takeover = Takeover(
             cfg,
             drbd=self.drbd,
@@ -318,6 +320,8 @@ class Agent:
             await self._api_runner.cleanup()
         if self.ami is not None:
             await self.ami.close()
+        if self.ari is not None:
+            await self.ari.close()
         if self.link is not None:
             await self.link.close()
         if self._session is not None:

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from ami.ari import AriClient
 from ami.client import AmiClient, AmiState
 from ami.errors import AmiError
 from ami.events import AmiEvent
@@ -35,10 +36,12 @@ class HealthMonitor:
         ami: AmiClient | None,
         metrics: Metrics,
         *,
+        ari: AriClient | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.cfg = cfg
         self.ami = ami
+        self.ari = ari
         self.metrics = metrics
         self.clock = clock
         self.spans = SpanModel()
@@ -94,6 +97,8 @@ class HealthMonitor:
             spans=spans,
             spans_routed_at=routed_at if routed_at is not None else self.serving_since,
             test_call_failures=self.test_call_streak,
+            ari_ok=self.ari.ok if self.ari is not None else None,
+            ari_since=self.ari.ok_since if self.ari is not None else 0.0,
         )
         self.last = evaluate(inputs, self.policy, now)
         return self.last
@@ -123,6 +128,8 @@ class HealthMonitor:
                 tg.create_task(self._poll_channels())
                 if self.cfg.test_call is not None and self.cfg.test_call.interval > 0:
                     tg.create_task(self._test_calls())
+                if self.ari is not None:
+                    tg.create_task(self.ari.run_health(self.cfg.ami.ping_interval))
         finally:
             unsubscribe()
             forget_state()
