@@ -17,6 +17,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 from bot import __version__
+from bot.ha.types import ROLES as HA_ROLES
 
 if TYPE_CHECKING:
     from bot.config import Config
@@ -26,16 +27,7 @@ log = logging.getLogger(__name__)
 PREFIX = "failoverbot_"
 
 # The bounded label sets. The names are the public interface of the metrics.
-ROLES = (
-    "starting",
-    "standby",
-    "promoting",
-    "primary",
-    "demoting",
-    "paused",
-    "failed",
-    "cordoned",
-)
+ROLES = HA_ROLES  # every role of the state machine (bot/ha/types.py)
 FAILOVER_REASONS = (
     "host_lost",
     "health",

@@ -60,6 +60,7 @@ def wait_until(predicate: Callable[[], bool], within: float, what: str) -> None:
 
 
 def pid_alive(pid: int) -> bool:
+    """True while ``pid`` exists and is not a zombie (a zombie no longer serves anything)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -67,10 +68,11 @@ def pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+        stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return False
+    # The state letter follows the parenthesised command name, which may contain spaces.
+    return stat[stat.rfind(")") + 2 : stat.rfind(")") + 3] not in ("Z", "X")
 
 
 def read_pidfile(path: Path) -> int | None:
@@ -108,9 +110,10 @@ def toml_dumps(data: dict[str, Any]) -> str:
 class RedisProcess:
     """redis-server on a free loopback port, without persistence."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, port: int | None = None, extra: list[str] | None = None):
         self.workdir = workdir
-        self.port = free_port()
+        self.port = port or free_port()
+        self.extra = extra or []
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -121,22 +124,11 @@ class RedisProcess:
         exe = shutil.which("redis-server") or "/usr/bin/redis-server"
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.proc = subprocess.Popen(
-            [
-                exe,
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(self.workdir),
-            ],
+            [exe, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", str(self.workdir), *self.extra],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
-        )
+        )  # fmt: skip
         wait_until(lambda: port_open(self.port), 10, "redis-server to listen")
 
     def kill(self) -> None:
@@ -154,6 +146,10 @@ class RedisProcess:
                 self.proc.kill()
                 self.proc.wait(5)
         self.proc = None
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
 
 
 class Node:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -20,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Self
 
+from bot.lab.cluster import pid_alive, read_pidfile
 from tests.e2e.checker import Interval, merge
 
 Record = dict[str, Any]
@@ -184,30 +184,6 @@ def asterisk_lifetimes(
         stop = deaths.get(pid, end) if isinstance(pid, int) else end
         booted.append(Interval(start, max(stop, start), node))
     return AsteriskHistory(merge(running), merge(booted))
-
-
-def pid_alive(pid: int) -> bool:
-    """True while ``pid`` exists and is not a zombie (a zombie no longer serves anything)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    # The state letter follows the parenthesised command name, which may contain spaces.
-    return stat[stat.rfind(")") + 2 : stat.rfind(")") + 3] not in ("Z", "X")
-
-
-def read_pidfile(path: Path) -> int | None:
-    try:
-        text = path.read_text().strip()
-    except OSError:
-        return None
-    return int(text) if text.isdigit() else None
 
 
 class PollingSampler:
