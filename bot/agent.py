@@ -158,6 +158,9 @@ class Agent:
         self._ready: tuple[bool, list[str]] = (False, ["not checked yet"])
         self._local = FoundServices(vip_present=None, asterisk_running=None, drbd_primary=None)
         self.last_takeover: dict[str, Any] | None = None
+        self._routed_at: float | None = None  # monotonic: when the spans were routed here
+        self._alerts_seen: set[str] = set()
+        self._was_healthy = True
         self._session: aiohttp.ClientSession | None = None
         self._peer_client: PeerClient | None = None
         self._api_runner: Any = None
@@ -441,9 +444,6 @@ class Agent:
                 self.event("health_degraded", "; ".join(verdict.reasons), alert=True)
             self._was_healthy = verdict.healthy
 
-    _alerts_seen: set[str] = set()
-    _was_healthy = True
-
     async def _probe_loop(self) -> None:
         """Local services and readiness run commands: probed here, not in the cycle,
         so that a cycle costs a few Redis reads and reacts within milliseconds."""
@@ -481,8 +481,6 @@ class Agent:
 
     def pstn_routed_at(self) -> float | None:
         return self._routed_at
-
-    _routed_at: float | None = None
 
     def _set_redis_ok(self, ok: bool) -> None:
         if ok != self._redis_ok:
@@ -731,7 +729,6 @@ class Agent:
             fence_at = (until if until is not None else now) - cfg.fence_budget
             if now >= fence_at:
                 log.warning("lease about to run out: fencing")
-                self._drop_lease_after_fence = True
                 await self._fence_now(f"lease renewal failed for {now - own.sent_at:.1f} s")
                 if self.own is own:
                     self._drop_lease()
@@ -746,8 +743,6 @@ class Agent:
                 continue
             last_attempt = now
             await self._renew_once(own)
-
-    _drop_lease_after_fence = False
 
     async def _renew_once(self, own: OwnLease) -> None:
         ttl = self.cfg.cluster.lease_ttl
