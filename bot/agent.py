@@ -161,6 +161,7 @@ class Agent:
         self._routed_at: float | None = None  # monotonic: when the spans were routed here
         self._alerts_seen: set[str] = set()
         self._was_healthy = True
+        self._stuck_reported = False
         self._session: aiohttp.ClientSession | None = None
         self._peer_client: PeerClient | None = None
         self._api_runner: Any = None
@@ -352,6 +353,7 @@ class Agent:
                 self._role_changed(old_role, reason)
             for action in actions:
                 self._execute(action)
+            self._report_stuck_standby(obs)
             self._update_metrics(now)
             await self._publish_record()
             self._kick_watchdog(now)
@@ -443,6 +445,23 @@ class Agent:
             else:
                 self.event("health_degraded", "; ".join(verdict.reasons), alert=True)
             self._was_healthy = verdict.healthy
+
+    def _report_stuck_standby(self, obs: Observation) -> None:
+        """A standby that sees no primary but cannot take over says so, once per episode."""
+        lease = obs.lease
+        stuck = (
+            self.ha.role == "standby"
+            and obs.lease_read_ok
+            and lease is not None
+            and lease.free
+            and not obs.ready
+        )
+        if stuck and not self._stuck_reported:
+            why = ", ".join(obs.ready_reasons) or "no reason given"
+            self.event(
+                "standby_not_ready", f"no primary and this node is not ready: {why}", alert=True
+            )
+        self._stuck_reported = stuck
 
     async def _probe_loop(self) -> None:
         """Local services and readiness run commands: probed here, not in the cycle,

@@ -244,7 +244,11 @@ class AsteriskConfig:
     start: list[str] = opt(
         ["systemctl", "start", "asterisk"], "Command that starts Asterisk.", "argv"
     )
-    stop: list[str] = opt(["systemctl", "stop", "asterisk"], "Command that stops Asterisk.", "argv")
+    stop: list[str] = opt(
+        ["systemctl", "stop", "asterisk"],
+        "Command that stops Asterisk (idempotent, as systemctl stop is).",
+        "argv",
+    )
     kill: list[str] = opt(
         ["systemctl", "kill", "--signal=SIGKILL", "asterisk"],
         "Command that kills Asterisk at once (fencing).",

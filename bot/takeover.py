@@ -28,7 +28,7 @@ from typing import Any, Literal, Protocol
 from bot.actions.asterisk import AmiLike, AsteriskService, drain
 from bot.actions.drbd import COMMAND_TIMEOUT as DRBD_COMMAND_TIMEOUT
 from bot.actions.drbd import MOUNT_TIMEOUT, Drbd
-from bot.actions.errors import ActionError
+from bot.actions.errors import ActionError, PromoteRefused
 from bot.actions.pstn import Pstn
 from bot.actions.vip import Vip
 from bot.config import Config
@@ -39,8 +39,13 @@ Outcome = Literal["succeeded", "failed", "degraded", "aborted"]
 
 ANNOUNCE_TIMEOUT = 5.0
 SPANS_POLL = 0.1
-# A fence step never gets less than this, even when the budget is spent.
-FENCE_STEP_FLOOR = 0.05
+# A fence step never gets less than this, even when the budget is spent: a kill or a
+# DRBD demotion given up half-way leaves a primary service behind, which is worse
+# than a fence that overruns its budget (the budget is the target, not a limit).
+FENCE_STEP_FLOOR = {"fence_vip": 0.5, "fence_asterisk": 1.0, "fence_drbd": 2.0}
+# While the old primary is still fencing, DRBD refuses our promotion ("the peer is
+# primary and connected"); it must be secondary by the end of its lease, so wait.
+PEER_DEMOTION_POLL = 0.1
 
 
 @dataclass(frozen=True)
@@ -306,7 +311,15 @@ class Takeover:
 
     async def _drbd_promote(self) -> str:
         assert self.drbd is not None
-        changed = await self.drbd.promote()
+        deadline = self.clock() + self.cfg.cluster.lease_ttl
+        while True:
+            try:
+                changed = await self.drbd.promote()
+                break
+            except PromoteRefused as exc:
+                if "peer is primary" not in str(exc) or self.clock() >= deadline:
+                    raise
+                await asyncio.sleep(PEER_DEMOTION_POLL)
         return ", ".join(changed) or "already primary and mounted"
 
     async def _drbd_demote(self, limit: float = DRBD_COMMAND_TIMEOUT) -> str:
@@ -409,31 +422,31 @@ class Takeover:
         steps: list[StepTiming] = []
         deadline = self.clock() + self.cfg.cluster.fence_budget
 
-        def left() -> float:
-            return max(deadline - self.clock(), FENCE_STEP_FLOOR)
+        def left(step: str) -> float:
+            return max(deadline - self.clock(), FENCE_STEP_FLOOR[step])
 
         if self.vip is not None:
             vip = self.vip
 
             async def vip_down() -> str:
-                removed = await vip.down(limit=left())
+                removed = await vip.down(limit=left("fence_vip"))
                 return "address removed" if removed else "address not present"
 
-            await self._step(steps, "fence_vip", vip_down, left())
+            await self._step(steps, "fence_vip", vip_down, left("fence_vip"))
 
         async def kill() -> str:
-            await self.asterisk.kill(limit=left())
+            await self.asterisk.kill(limit=left("fence_asterisk"))
             return "killed"
 
-        await self._step(steps, "fence_asterisk", kill, left())
+        await self._step(steps, "fence_asterisk", kill, left("fence_asterisk"))
         if self.drbd is not None:
             drbd = self.drbd
 
             async def secondary() -> str:
-                await drbd.fence(limit=left())
+                await drbd.fence(limit=left("fence_drbd"))
                 return "secondary"
 
-            await self._step(steps, "fence_drbd", secondary, left())
+            await self._step(steps, "fence_drbd", secondary, left("fence_drbd"))
         failures = [s for s in steps if not s.ok]
         if failures:
             reason = "; ".join(f"{s.name}: {s.detail}" for s in failures)

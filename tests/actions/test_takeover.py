@@ -16,7 +16,7 @@ from bot.actions.drbd import Drbd
 from bot.actions.pstn import Pstn
 from bot.actions.vip import Vip
 from bot.config import Config
-from bot.takeover import StepTiming, Takeover
+from bot.takeover import FENCE_STEP_FLOOR, StepTiming, Takeover
 from tests.actions.helpers import AmiStandIn, Journal, LinkStandIn, TestCallStandIn, make_config
 from tests.fakes import FakeWorld, drbd_resource
 from tests.helpers import wait_for
@@ -273,9 +273,19 @@ async def test_fence_tries_every_step_and_never_raises(cfg: Config, world: FakeW
     world.set_fault("fake-service kill", sleep=5)
     report = await rig.takeover.fence()
     assert report.outcome == "failed"
-    assert [s.ok for s in report.steps] == [False, False, False]
-    # The slow kill was cut off at the budget; DRBD still got its (floor) turn.
-    assert sum(s.duration for s in report.steps) < cfg.cluster.fence_budget + 0.3
+    assert [s.name for s in report.steps] == ["fence_vip", "fence_asterisk", "fence_drbd"]
+    assert [s.ok for s in report.steps[:2]] == [False, False]
+    # The hung kill is cut off at its floor, not at the spent budget (a kill given up
+    # at once would leave Asterisk running), and DRBD still gets its turn.
+    kill = report.steps[1]
+    assert (
+        FENCE_STEP_FLOOR["fence_asterisk"]
+        <= kill.duration
+        < FENCE_STEP_FLOOR["fence_asterisk"] + 0.3
+    )
+    assert sum(s.duration for s in report.steps) < (
+        cfg.cluster.fence_budget + sum(FENCE_STEP_FLOOR.values()) + 0.3
+    )
     assert "fence_vip" in report.reason and "fence_asterisk" in report.reason
 
 
@@ -354,3 +364,29 @@ async def test_cancelled_takeover_leaves_no_child_behind(cfg: Config, world: Fak
     # The direct child was reaped, not left as a zombie.
     assert not _exists(record["pid"])
     assert rig.steps[-1].name == "asterisk_start" and rig.steps[-1].detail == "cancelled"
+
+
+async def test_promote_waits_for_the_old_primary_to_finish_fencing(
+    cfg: Config, world: FakeWorld
+) -> None:
+    """DRBD refuses while the old primary is still primary and connected; the takeover
+    waits (up to a lease time, by which the old primary must have fenced) and then goes on."""
+    world.set_drbd({"r0": drbd_resource(device="/dev/drbd0", peer_role="Primary")})
+    rig = Rig(cfg, world)
+    promote = asyncio.create_task(rig.takeover.promote(only_node_that_can_serve=False))
+    await wait_for(lambda: len(world.calls("drbdsetup", "drbdadm")) >= 2, 5, what="a refusal")
+    assert not promote.done()
+    world.set_drbd({"r0": drbd_resource(device="/dev/drbd0", peer_role="Secondary")})
+    report = await asyncio.wait_for(promote, 10)
+    assert report.outcome == "succeeded", report
+    assert world.role("r0") == "Primary"
+
+
+async def test_promote_gives_up_when_the_peer_stays_primary(cfg: Config, world: FakeWorld) -> None:
+    world.set_drbd({"r0": drbd_resource(device="/dev/drbd0", peer_role="Primary")})
+    rig = Rig(cfg, world)
+    report = await rig.takeover.promote(only_node_that_can_serve=False)
+    assert report.outcome == "failed"
+    assert "peer is primary" in report.reason
+    drbd = next(s for s in report.steps if s.name == "drbd")
+    assert drbd.duration >= cfg.cluster.lease_ttl

@@ -49,6 +49,21 @@ def cluster(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Cluster]
             c.stop()
 
 
+def allow(start: float, max_outage: float) -> Allowance:
+    """From ``start`` until now: no two holders, and no working primary (floating IP and a
+    fully booted Asterisk on one node) missing for longer than ``max_outage`` seconds."""
+    return Allowance(
+        window=(start, time.monotonic()),
+        max_outage=max_outage,
+        sample_tolerance=SAMPLE,
+        route_tolerance=1.0,
+    )
+
+
+SAFE = Allowance(sample_tolerance=SAMPLE, route_tolerance=1.0)  # safety only, no availability
+QUIET_OUTAGE = 2 * SAMPLE  # "no outage": only the recorders' sampling error
+
+
 def other(node: str) -> str:
     return "b" if node == "a" else "a"
 
@@ -114,21 +129,23 @@ def test_host_death_then_old_primary_rejoins_as_standby(cluster: Cluster) -> Non
     cluster.kill_host(primary)
     t_served = cluster.wait_serving(standby, within=20)
     assert t_served - t_fault < 10
-    cluster.assert_safe(Allowance(sample_tolerance=SAMPLE, route_tolerance=1.0))
-    # 14: the old primary comes back and rejoins as standby; no failback.
+    cluster.assert_safe(allow(t_fault, max_outage=8.0))
+    # 14: the old primary comes back and rejoins as standby; no failback, no outage.
+    t_back = time.monotonic()
     cluster.revive_host(primary)
     cluster.wait_role(primary, "standby", within=20)
     assert_stays(cluster, standby, LEASE)
-    cluster.assert_safe(Allowance(sample_tolerance=SAMPLE, route_tolerance=1.0))
+    cluster.assert_safe(allow(t_back, max_outage=QUIET_OUTAGE))
 
 
 def test_bot_sigkill_supervisor_fences_and_standby_takes_over(cluster: Cluster) -> None:
     """Scenario 2: only the bot dies; its Asterisk keeps running until fence-local."""
     primary, standby = settle(cluster)
+    t_fault = time.monotonic()
     cluster.kill_bot(primary, signal.SIGKILL)
     cluster.wait_serving(standby, within=20)
     cluster.wait_role(primary, "standby", within=20)
-    cluster.assert_safe(Allowance(sample_tolerance=SAMPLE, route_tolerance=1.0))
+    cluster.assert_safe(allow(t_fault, max_outage=10.0))
 
 
 def test_bot_sigstop_never_acts_as_primary_after_waking(cluster: Cluster) -> None:
@@ -136,16 +153,17 @@ def test_bot_sigstop_never_acts_as_primary_after_waking(cluster: Cluster) -> Non
     primary, standby = settle(cluster)
     pid = cluster.nodes[primary].bot_pid()
     assert pid is not None
+    t_fault = time.monotonic()
     cluster.kill_bot(primary, signal.SIGSTOP)
     try:
         cluster.wait_serving(standby, within=20)
-        time.sleep(max(0.0, 2 * LEASE - 0.0))
+        time.sleep(2 * LEASE)  # the fault's duration, not a wait for anything
     finally:
         # The supervisor's watchdog has most likely killed it already, as systemd would.
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGCONT)
     assert_stays(cluster, standby, LEASE)
-    cluster.assert_safe(Allowance(sample_tolerance=SAMPLE, route_tolerance=1.0))
+    cluster.assert_safe(allow(t_fault, max_outage=10.0))
 
 
 def test_asterisk_crash_hands_over(cluster: Cluster) -> None:
@@ -153,32 +171,38 @@ def test_asterisk_crash_hands_over(cluster: Cluster) -> None:
     primary, standby = settle(cluster)
     pid = cluster.nodes[primary].asterisk_pid()
     assert pid is not None
+    t_fault = time.monotonic()
     os.kill(pid, signal.SIGKILL)
     cluster.wait_serving(standby, within=20)
-    cluster.assert_safe(Allowance(sample_tolerance=SAMPLE, route_tolerance=1.0))
+    cluster.assert_safe(allow(t_fault, max_outage=10.0))
 
 
 def test_ami_stall_hands_over(cluster: Cluster) -> None:
     """Scenario 5: the socket stays open, nothing answers."""
     primary, standby = settle(cluster)
+    t_fault = time.monotonic()
     cluster.nodes[primary].ami_control_cmd({"cmd": "stall"})
     cluster.wait_serving(standby, within=20)
-    cluster.assert_safe(Allowance(sample_tolerance=SAMPLE, route_tolerance=1.0))
+    # The stalled Asterisk still "runs": a working primary is counted by FullyBooted+VIP.
+    cluster.assert_safe(allow(t_fault, max_outage=12.0))
 
 
 def test_red_alarm_fails_over_blue_alarm_only_alerts(cluster: Cluster) -> None:
     """Scenario 6."""
     primary, standby = settle(cluster)
     node = cluster.nodes[primary]
-    time.sleep(2.5)
+    time.sleep(2.5)  # spans.grace (2 s) after the route: span verdicts start only then
+    t_blue = time.monotonic()
     for span in (1, 2):
         node.ami_control_cmd({"cmd": "span_alarm", "span": span, "kind": "blue"})
     assert_stays(cluster, primary, QUIET)
     assert any("blue" in str(e.get("message", "")) for e in events_of(cluster, primary))
+    cluster.assert_safe(allow(t_blue, max_outage=QUIET_OUTAGE))
+    t_red = time.monotonic()
     for span in (1, 2):
         node.ami_control_cmd({"cmd": "span_alarm", "span": span, "kind": "red"})
     cluster.wait_serving(standby, within=20)
-    cluster.assert_safe(Allowance(sample_tolerance=SAMPLE, route_tolerance=1.0))
+    cluster.assert_safe(allow(t_red, max_outage=8.0))
 
 
 def test_standby_not_ready_does_not_take_over(cluster: Cluster) -> None:
@@ -191,7 +215,10 @@ def test_standby_not_ready_does_not_take_over(cluster: Cluster) -> None:
     while time.monotonic() < deadline:
         assert cluster.nodes[standby].role() != "primary"
         time.sleep(0.2)
-    cluster.assert_safe(Allowance(sample_tolerance=SAMPLE, route_tolerance=1.0))
+    assert any("not ready" in str(e.get("message", "")) for e in events_of(cluster, standby)), (
+        "no alert that the standby cannot take over"
+    )
+    cluster.assert_safe(SAFE)  # an outage is expected here: nobody may serve
 
 
 def test_planned_switchover_waits_for_calls_to_drain(cluster: Cluster) -> None:
@@ -205,9 +232,10 @@ def test_planned_switchover_waits_for_calls_to_drain(cluster: Cluster) -> None:
     while time.monotonic() < assert_stays_demoting:
         assert cluster.nodes[standby].role() != "primary", "switched before the calls drained"
         time.sleep(0.1)
+    t_drained = time.monotonic()
     node.ami_control_cmd({"cmd": "channels", "count": 0})
     cluster.wait_serving(standby, within=20)
-    cluster.assert_safe(Allowance(sample_tolerance=SAMPLE, route_tolerance=1.0))
+    cluster.assert_safe(allow(t_drained, max_outage=5.0))
 
 
 def test_pause_then_kill_primary_nothing_until_resume(cluster: Cluster) -> None:
@@ -221,9 +249,10 @@ def test_pause_then_kill_primary_nothing_until_resume(cluster: Cluster) -> None:
     while time.monotonic() < deadline:
         assert cluster.nodes[standby].role() == "paused"
         time.sleep(0.2)
+    t_resume = time.monotonic()
     assert cluster.nodes[standby].post("/resume", {}) == 202
     cluster.wait_serving(standby, within=25)
-    cluster.assert_safe(Allowance(sample_tolerance=SAMPLE, route_tolerance=1.0))
+    cluster.assert_safe(allow(t_resume, max_outage=10.0))
 
 
 def test_planned_restart_in_maintenance_then_unplanned_exit(cluster: Cluster) -> None:
@@ -233,6 +262,7 @@ def test_planned_restart_in_maintenance_then_unplanned_exit(cluster: Cluster) ->
     ast_pid = node.asterisk_pid()
     _, before = node.get("/status")
     epoch = before["epoch"]
+    t_pause = time.monotonic()
     assert node.post("/pause", {}) == 202
     cluster.wait_role(primary, "paused", within=10)
     old_pid = node.bot_pid()
@@ -244,17 +274,19 @@ def test_planned_restart_in_maintenance_then_unplanned_exit(cluster: Cluster) ->
     _, after = node.get("/status")
     assert after["epoch"] == epoch, "a planned restart must keep the epoch"
     assert node.asterisk_pid() == ast_pid, "Asterisk was touched"
-    cluster.assert_safe(Allowance(sample_tolerance=SAMPLE, route_tolerance=1.0))
+    cluster.assert_safe(allow(t_pause, max_outage=QUIET_OUTAGE))
     # An unplanned exit: the supervisor fences and the standby takes over.
+    t_exit = time.monotonic()
     cluster.kill_bot(primary, signal.SIGTERM)
     cluster.wait_serving(standby, within=20)
-    cluster.assert_safe(Allowance(sample_tolerance=SAMPLE, route_tolerance=1.0))
+    cluster.assert_safe(allow(t_exit, max_outage=8.0))
 
 
 def test_redis_restart_keeps_the_primary(cluster: Cluster) -> None:
     """Scenario 7: Redis killed and restarted empty; the peer's promise carries the primary."""
     primary, _ = settle(cluster)
     _, before = cluster.nodes[primary].get("/status")
+    t_fault = time.monotonic()
     both = status_cli(cluster, primary)
     assert {n["id"] for n in both["nodes"]} == {"a", "b"} and both["holder"] == primary
     assert both["epoch"] == before["epoch"] and both["lease_remaining_seconds"] > 0
@@ -262,31 +294,33 @@ def test_redis_restart_keeps_the_primary(cluster: Cluster) -> None:
     # `status` still answers with Redis down: from the peers' APIs, and says so.
     down = status_cli(cluster, primary)
     assert down["source"] != "redis" and down["holder"] == primary
-    time.sleep(LEASE)
+    time.sleep(LEASE)  # the outage's duration
     cluster.redis.start()
     assert_stays(cluster, primary, QUIET)
     _, after = cluster.nodes[primary].get("/status")
     assert after["epoch"] >= before["epoch"]
-    cluster.assert_safe(Allowance(sample_tolerance=SAMPLE, route_tolerance=1.0))
+    cluster.assert_safe(allow(t_fault, max_outage=QUIET_OUTAGE))
 
 
 @pytest.mark.proxied
 def test_primary_cut_from_redis_only_stays_primary(cluster: Cluster) -> None:
     """Scenario 8: the peer's promise carries the primary through a Redis partition."""
     primary, _ = settle(cluster)
+    t_fault = time.monotonic()
     cluster.cut(primary, "redis")
     assert_stays(cluster, primary, QUIET)
     assert cluster.holds_vip(primary)
     cluster.heal(primary, "redis")
     assert_stays(cluster, primary, LEASE)
-    cluster.assert_safe(Allowance(sample_tolerance=SAMPLE, route_tolerance=1.0))
+    cluster.assert_safe(allow(t_fault, max_outage=QUIET_OUTAGE))
 
 
 @pytest.mark.proxied
 def test_primary_cut_from_redis_and_peer_demotes_before_takeover(cluster: Cluster) -> None:
     """Scenario 9: cut off from both, the primary fences itself; then the standby takes over."""
     primary, standby = settle(cluster)
+    t_fault = time.monotonic()
     cluster.cut(primary, "redis", "peer")
     cluster.wait_serving(standby, within=20)
     wait_for_sync(lambda: not cluster.holds_vip(primary), 5, f"{primary} without the VIP")
-    cluster.assert_safe(Allowance(sample_tolerance=SAMPLE, route_tolerance=1.0))
+    cluster.assert_safe(allow(t_fault, max_outage=10.0))
