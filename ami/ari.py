@@ -32,6 +32,7 @@ from urllib.parse import quote
 
 import aiohttp
 
+from ami.client import BACKOFF_MIN, backoff_delay
 from ami.errors import (
     AmiActionError,
     AmiAuthError,
@@ -46,8 +47,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-BACKOFF_MIN = 0.1
-BACKOFF_MAX = 5.0
 MAX_BODY = 1 << 20
 MAX_FRAME = 1 << 20
 # A connection that lived this long counts as healthy: the backoff starts over.
@@ -61,8 +60,7 @@ def reconnect_delay(attempt: int, rng: random.Random) -> float:
     Drawn from [cap/2, cap] but never under 100 ms, so many clients losing
     the same Asterisk do not come back in step.
     """
-    cap = min(BACKOFF_MAX, BACKOFF_MIN * (2 ** min(attempt, 16)))
-    return rng.uniform(max(BACKOFF_MIN, cap / 2), cap)
+    return max(BACKOFF_MIN, backoff_delay(attempt, rng))
 
 
 def _cut(text: str) -> str:

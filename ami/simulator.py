@@ -29,6 +29,7 @@ from typing import Any
 
 from ami.codec import DEFAULT_MAX_FRAME, FrameDecoder, encode, encode_greeting
 from ami.errors import AmiProtocolError
+from bot.jsonline import request
 
 log = logging.getLogger(__name__)
 
@@ -813,19 +814,4 @@ class AsteriskSimulator:
 
 async def control(port: int, cmd: dict[str, Any], timeout: float = 2.0) -> dict[str, Any]:  # noqa: ASYNC109
     """Send one control command to a simulator on 127.0.0.1:port; its JSON answer."""
-    async with asyncio.timeout(timeout):
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        try:
-            writer.write(json.dumps(cmd).encode() + b"\n")
-            await writer.drain()
-            line = await reader.readline()
-        finally:
-            writer.close()
-            with contextlib.suppress(Exception):
-                await writer.wait_closed()
-    if not line:
-        raise ConnectionError("simulator closed the control connection without an answer")
-    answer = json.loads(line)
-    if not isinstance(answer, dict):
-        raise ValueError("simulator answered something that is not a JSON object")
-    return answer
+    return await request(port, cmd, timeout)

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
+from bot.jsonline import request
 from rseries import protocol as p
 from rseries.appliance import ALL, LINKS, Appliance, Output
 
@@ -424,20 +425,4 @@ class Simulator:
 
 async def control(port: int, cmd: dict[str, Any]) -> dict[str, Any]:
     """Send one control command to a running simulator and return its answer."""
-
-    async def exchange() -> dict[str, Any]:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        try:
-            writer.write(json.dumps(cmd).encode() + b"\n")
-            await writer.drain()
-            line = await reader.readline()
-        finally:
-            writer.close()
-            with contextlib.suppress(ConnectionError, OSError):
-                await writer.wait_closed()
-        answer = json.loads(line)
-        if not isinstance(answer, dict):
-            raise ValueError("control answer is not a JSON object")
-        return answer
-
-    return await asyncio.wait_for(exchange(), CONTROL_TIMEOUT)
+    return await request(port, cmd, CONTROL_TIMEOUT)
