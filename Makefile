@@ -7,9 +7,9 @@ DEB_PACKAGES := redis-server redis-sentinel socat iproute2 iputils-arping iptabl
 	drbd-utils chromium prometheus systemd procps
 DEB_STAMP := .deps/debian.stamp
 
-.PHONY: test demo bench lint typecheck pytest deps clean docs
+.PHONY: test demo bench lint typecheck pytest deps clean docs asterisk
 
-test: deps lint typecheck pytest
+test: deps asterisk lint typecheck pytest
 
 deps: $(STAMP) $(DEB_STAMP)
 
@@ -41,9 +41,15 @@ typecheck: $(STAMP)
 pytest: deps
 	$(VENV)/bin/pytest -q -p no:cacheprovider --durations=15 $(PYTEST_ARGS)
 
-# A two-node cluster on this machine with the simulators; kills the primary and
-# shows the failover. Ctrl-C ends it and cleans up.
-demo: deps
+# The Asterisk the tests, the lab and the demo use: $(ASTERISK) if set, an
+# installed one, or a build of $(ASTERISK_TARBALL) cached outside the checkout
+# (scripts/asterisk.sh). Its path goes to .deps/asterisk.path.
+asterisk:
+	scripts/asterisk.sh .deps/asterisk.path || { rm -f .deps/asterisk.path; [ "$$CI" != true ]; }
+
+# A two-node cluster on this machine (real Asterisks when one was found); kills
+# the primary and shows the failover. Ctrl-C ends it and cleans up.
+demo: deps asterisk
 	$(VENV)/bin/failover-bot demo $(DEMO_ARGS)
 
 # Benchmarks: failover time (BENCH_RUNS runs per scenario), AMI and R-Series throughput.

@@ -1,6 +1,6 @@
 """An ARI server (aiohttp) that answers like Asterisk 22's, for tests and labs.
 
-Same bodies, key order, JSON spacing and headers as ``shared/captures/ari-*``:
+Same bodies, key order, JSON spacing and headers as ``tests/fixtures/captures/ari-*``:
 ``GET /ari/asterisk/ping``, ``GET /ari/asterisk/info``, ``POST /ari/channels``
 into a Stasis app (the channel comes back ``Down``; an answering extension of
 the simulated dialplan then sends ``StasisStart``, a missing one

@@ -1,6 +1,6 @@
 """An AMI server that speaks Asterisk 22's wire format, for tests, labs and the demo.
 
-It answers as the captures in ``shared/captures`` show (same keys, same order,
+It answers as the captures in ``tests/fixtures/captures`` show (same keys, same order,
 same framing): the greeting line, Login (a wrong secret is refused after
 ``auth_fail_delay`` with ``Authentication failed`` and the socket closed),
 Logoff, Ping, CoreStatus, CoreSettings, CoreShowChannels, Originate (with

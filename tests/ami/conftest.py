@@ -9,14 +9,11 @@ from ami.client import AmiClient
 from ami.simulator import AsteriskSimulator
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-SHARED = REPO_ROOT.parent / "shared"
-CAPTURES = SHARED / "captures"
+CAPTURES = REPO_ROOT / "tests" / "fixtures" / "captures"
 SECRET = "t0p-s3cret-value"
 
 
 def captures_dir() -> Path:
-    if not CAPTURES.is_dir():
-        pytest.skip(f"captures not found at {CAPTURES} (shared/ must sit beside the repository)")
     return CAPTURES
 
 

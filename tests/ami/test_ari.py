@@ -1,6 +1,6 @@
 """ARI client against the ARI simulator (and a few raw servers) on loopback.
 
-Expectations come from the real Asterisk captures in ``shared/captures``.
+Expectations come from the real Asterisk captures in ``tests/fixtures/captures``.
 """
 
 from __future__ import annotations
