@@ -52,6 +52,14 @@ BACKOFF_MIN = 0.1
 BACKOFF_MAX = 5.0
 # A refused login is retried slowly: a wrong secret must never become a hot loop.
 AUTH_RETRY = 5.0
+# The manager.conf right each action the bot sends needs (main/manager.c).
+# Asterisk answers a missing one only with "Permission denied": the bot names it.
+ACTION_RIGHTS = {
+    "originate": "write = originate",
+    "coreshowchannels": "write = reporting",
+    "corestatus": "write = reporting",
+    "command": "write = command",
+}
 
 
 class AmiState(enum.Enum):
@@ -481,6 +489,9 @@ class AmiClient:
         if first.get("Response", "") == "Error":
             output = first.get("Output", "")
             detail = first.get("Message", "error")
+            right = ACTION_RIGHTS.get(name.lower())
+            if detail == "Permission denied" and right:
+                detail += f": the AMI user {self.username!r} lacks `{right}` in manager.conf"
             raise AmiActionError(f"{name}: {detail}" + (f": {output}" if output else ""))
         return answer
 

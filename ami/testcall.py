@@ -93,7 +93,8 @@ async def run_test_call(
             "timeout",
             None,
             cfg.channel,
-            f"no OriginateResponse within {cfg.timeout + RESPONSE_MARGIN:g} s",
+            f"no OriginateResponse within {cfg.timeout + RESPONSE_MARGIN:g} s"
+            " (an AMI user without `read = call` never receives one)",
             action_id=action_id,
         )
     except AmiActionError as exc:  # refused at once (e.g. "Extension does not exist.")

@@ -34,6 +34,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bot.config import parse_duration  # noqa: E402
+from bot.lab.asterisk import find_binary  # noqa: E402
 from tests.e2e.checker import Allowance  # noqa: E402
 from tests.e2e.cluster import Cluster  # noqa: E402
 from tests.e2e.netns import Topology, netns_unavailable  # noqa: E402
@@ -204,6 +205,12 @@ def main() -> int:
     parser.add_argument("--scenarios", default="host death,asterisk crash,switchover")
     parser.add_argument("--log-level", default="warning", help="the bots' log level")
     parser.add_argument("--keep", action="store_true", help="keep the cluster's files and logs")
+    parser.add_argument(
+        "--asterisk",
+        choices=("real", "sim"),
+        default="real" if find_binary() else "sim",
+        help="each node's Asterisk (default: real when `make asterisk` found one)",
+    )
     args = parser.parse_args()
     reason = netns_unavailable()
     if reason:
@@ -219,6 +226,7 @@ def main() -> int:
             work / "cluster",
             topo,
             log_level=args.log_level,
+            asterisk=args.asterisk,
             extra={"cluster": {"failover_holddown": f"{HOLDDOWN:g}s"}},
         )
         try:
@@ -242,7 +250,12 @@ def main() -> int:
     print()
     print(
         f"failover benchmark: {args.runs} runs per scenario, lease {lease:g} s, renew {renew:g} s,"
-        f" simulated Asterisk boot {c.boot_delay:g} s; seconds from the fault"
+        + (
+            " real Asterisk"
+            if c.asterisk == "real"
+            else f" simulated Asterisk boot {c.boot_delay:g} s"
+        )
+        + "; seconds from the fault"
     )
     cols = [*MILESTONES, "from_decision"]
     head = f"{'scenario':16} {'milestone':14} {'p50':>7} {'p95':>7} {'p99':>7} {'max':>7}  n"

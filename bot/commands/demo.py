@@ -15,10 +15,17 @@ def register(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="exit 0 after the failover's timeline (its last line states the failover time)",
     )
+    p.add_argument(
+        "--asterisk",
+        choices=("real", "sim"),
+        default=None,
+        help="each node's Asterisk: a real one (default when `make asterisk` found or built "
+        "one) or the AMI simulator",
+    )
     p.set_defaults(handler=demo)
 
 
 def demo(args: argparse.Namespace) -> int:
     from bot.lab.demo import Demo
 
-    return Demo(once=args.once).run()
+    return Demo(once=args.once, asterisk=args.asterisk).run()

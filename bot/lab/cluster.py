@@ -4,8 +4,10 @@ Real parts: redis-server, the R-Series simulator on two pseudo-terminals, two
 ``failover-bot run`` processes each under ``bot.lab.supervisor`` (what systemd
 does in production), the AMI simulator as each node's "Asterisk" (started and
 stopped by the bots' own ``asterisk.*`` commands), and the floating IP inside
-network namespaces when a ``Topology`` is given. DRBD is a stand-in command
-(``drbd_fake``) when one is given, and left out otherwise. The node
+network namespaces when a ``Topology`` is given. With ``asterisk="real"``
+each node runs a real Asterisk instead (``bot.lab.asterisk``: own directories,
+ports and entityid), started and stopped by the same ``asterisk.*`` commands.
+DRBD is a stand-in command (``drbd_fake``) when one is given, and left out otherwise. The node
 configurations are derived from ``deploy/examples/lab-a.toml`` / ``lab-b.toml``.
 """
 
@@ -27,6 +29,7 @@ from contextlib import suppress
 from pathlib import Path
 from typing import IO, Any
 
+from bot.lab import asterisk as real_asterisk
 from bot.lab.netns import Topology
 from bot.lab.supervisor import child_pid, read_log
 
@@ -162,11 +165,16 @@ class Node:
         self.api_port = free_port()
         self.ami_port = free_port()
         self.ami_control = free_port()
+        self.http_port = free_port()
+        self.asterisk_dir = self.dir / "asterisk"
         self.pidfile = self.dir / "asterisk.pid"
+        if cluster.asterisk == "real":
+            self.pidfile = self.asterisk_dir / "run" / "asterisk.pid"
         self.asterisk_record = self.dir / "asterisk.jsonl"
         self.sup_log = self.dir / "supervisor.jsonl"
         self.bot_log = self.dir / "bot.log"
         self.supervisor: subprocess.Popen[bytes] | None = None
+        self.runtime: real_asterisk.Runtime | None = None
 
     @property
     def api(self) -> str:
@@ -238,7 +246,17 @@ class Cluster:
         drbd_fake: Path | None = None,
         log_level: str = "info",
         extra: dict[str, dict[str, Any]] | None = None,
+        asterisk: str = "sim",
+        asterisk_binary: str | None = None,
+        stop_graceful: float = 5.0,
     ) -> None:
+        if asterisk not in ("sim", "real"):
+            raise ValueError(f"asterisk must be 'sim' or 'real', not {asterisk!r}")
+        self.asterisk = asterisk
+        self.asterisk_binary = asterisk_binary or real_asterisk.find_binary()
+        if asterisk == "real" and self.asterisk_binary is None:
+            raise RuntimeError(real_asterisk.HOW_TO_GET)
+        self.stop_graceful = stop_graceful
         self.dir = workdir
         self.dir.mkdir(parents=True, exist_ok=True)
         self.topology = topology
@@ -320,6 +338,15 @@ class Cluster:
             "boot_timeout": "10s",
             "command_timeout": "5s",
         }  # fmt: skip
+        if self.asterisk == "real":
+            base["asterisk"] = self._real_asterisk(node)
+            # No DAHDI hardware here: span alarms are the simulator's alone.
+            base["spans"].update(critical=[])
+            if "ari" in base:
+                base["ari"].update(
+                    url=f"http://127.0.0.1:{node.http_port}/ari",
+                    password_file=str(d / "ari.secret"),
+                )
         if self.drbd_fake is not None:
             base["drbd"] = {"resources": [RESOURCE]}
         if self.topology is not None:
@@ -334,6 +361,37 @@ class Cluster:
         for section, values in self.extra.items():
             base.setdefault(section, {}).update(values)
         return base
+
+    def _real_asterisk(self, node: Node) -> dict[str, Any]:
+        """The [asterisk] commands of a node that runs a real Asterisk."""
+        lab = [PY, "-m", "bot.lab.asterisk"]
+        where = ["--dir", str(node.asterisk_dir)]
+        return {
+            "start": [*lab, "start", *where],
+            "stop": [*lab, "stop", *where, "--graceful", str(self.stop_graceful)],
+            "kill": [*lab, "kill", *where],
+            "status": [*lab, "status", *where],
+            "boot_timeout": "20s",
+            "command_timeout": f"{self.stop_graceful + real_asterisk.STOP_NOW_WAIT + 5:g}s",
+        }
+
+    def _runtimes(self) -> None:
+        if self.asterisk != "real":
+            return
+        assert self.asterisk_binary is not None
+        (self.dir / "ari.secret").write_text("ari-" + os.urandom(8).hex() + "\n")
+        os.chmod(self.dir / "ari.secret", 0o600)
+        for i, node in enumerate(self.nodes.values(), start=1):
+            node.runtime = real_asterisk.Runtime(
+                node.asterisk_dir,
+                self.asterisk_binary,
+                node.ami_port,
+                node.http_port,
+                entityid=f"02:00:00:00:01:{i:02x}",
+                ami_secret=(self.dir / "ami.secret").read_text().strip(),
+                ari_password=(self.dir / "ari.secret").read_text().strip(),
+            )
+            node.runtime.write()
 
     def env(self, node: Node) -> dict[str, str]:
         env = dict(os.environ)
@@ -355,6 +413,7 @@ class Cluster:
 
     def start(self) -> Cluster:
         self._secrets()
+        self._runtimes()
         self._drbd()
         self.redis.start()
         self.rseries = subprocess.Popen(

@@ -1,10 +1,11 @@
 """``failover-bot demo``: a whole cluster on this machine, a failover you can watch.
 
-Starts Redis, the R-Series simulator and two bots (each with its simulated
-Asterisk), waits until one is primary and the other a ready standby, then kills
-the primary's "host" (bot, supervisor, Asterisk, network) and prints the
-failover's timeline. With ``--once`` it exits after the timeline; otherwise it
-keeps showing the cluster until Ctrl-C. Everything it started is removed on exit.
+Starts Redis, the R-Series simulator and two bots (each with its Asterisk: a
+real one when ``make asterisk`` found or built one, else the simulator), waits
+until one is primary and the other a ready standby, then kills the primary's
+"host" (bot, supervisor, Asterisk, network) and prints the failover's timeline.
+With ``--once`` it exits after the timeline; otherwise it keeps showing the
+cluster until Ctrl-C. Everything it started is removed on exit.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
+from bot.lab.asterisk import HOW_TO_GET, find_binary
 from bot.lab.cluster import Cluster
 from bot.lab.netns import Topology, netns_unavailable
 
@@ -26,9 +28,12 @@ SETTLE_SECONDS = 3.0  # the "few seconds" the healthy cluster is shown before th
 
 
 class Demo:
-    def __init__(self, out: TextIO = sys.stdout, *, once: bool = False) -> None:
+    def __init__(
+        self, out: TextIO = sys.stdout, *, once: bool = False, asterisk: str | None = None
+    ) -> None:
         self.out = out
         self.once = once
+        self.asterisk = asterisk
         self.last_line = ""
 
     def say(self, text: str = "") -> None:
@@ -39,10 +44,16 @@ class Demo:
         if missing:
             self.say(f"demo: {', '.join(missing)} not installed (`make demo` installs it)")
             return 2
+        kind = self.asterisk or ("real" if find_binary() else "sim")
+        if kind == "real" and find_binary() is None:
+            self.say(f"demo: --asterisk real, but {HOW_TO_GET}")
+            return 2
+        if self.asterisk is None and kind == "sim":
+            self.say(f"(Asterisk simulator in this demo: {HOW_TO_GET})")
         workdir = Path(tempfile.mkdtemp(prefix="failover-demo-"))
         try:
             with self._topology() as topology, _sigterm_as_interrupt():
-                cluster = Cluster(workdir / "cluster", topology)
+                cluster = Cluster(workdir / "cluster", topology, asterisk=kind)
                 try:
                     return self._play(cluster)
                 finally:
@@ -67,7 +78,10 @@ class Demo:
             yield topology
 
     def _play(self, c: Cluster) -> int:
-        self.say("starting Redis, the R-Series simulator and two bots (a and b) ...")
+        what = "a real Asterisk" if c.asterisk == "real" else "the Asterisk simulator"
+        self.say(
+            f"starting Redis, the R-Series simulator and two bots (a and b), each with {what} ..."
+        )
         c.start()
         for node in c.nodes.values():
             self.say(f"  node {node.id}: status page {node.api}/   (API, metrics at /metrics)")

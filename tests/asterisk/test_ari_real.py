@@ -1,0 +1,68 @@
+"""The ARI client against a real Asterisk: ping, an originate into Stasis, its hang-up."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+import pytest
+
+from ami.ari import AriClient
+from ami.errors import AmiAuthError
+from bot.lab.asterisk import Runtime
+from tests.helpers import wait_for
+
+pytestmark = pytest.mark.timeout(60)
+
+
+async def test_ping_originate_into_stasis_and_hang_up(asterisk: Runtime) -> None:
+    ari = AriClient(asterisk.ari_url, asterisk.ari_user, asterisk.ari_password, timeout=5.0)
+    events: list[dict[str, Any]] = []
+
+    async def consume() -> None:
+        async for event in ari.events():
+            events.append(event)
+
+    task = asyncio.create_task(consume())
+    try:
+        await wait_for(ari.ping, 15, what="ARI ping")
+        rtt = await ari.ping()
+        assert 0 <= rtt < 5
+        await wait_for(lambda: ari.ws_connected, 10, what="the events websocket")
+        channel = await ari.originate("Local/hold@lab", timeout=10)
+        cid = channel["id"]
+        await wait_for(
+            lambda: any(_is(e, "StasisStart", cid) for e in events), 15, what="StasisStart"
+        )
+        await ari.hangup(cid)
+        await wait_for(lambda: any(_is(e, "StasisEnd", cid) for e in events), 15, what="StasisEnd")
+        assert any(_is(e, "ChannelDestroyed", cid) for e in events) or await _gone(ari, cid)
+    finally:
+        await ari.close()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def test_wrong_ari_password_is_refused(asterisk: Runtime) -> None:
+    ari = AriClient(asterisk.ari_url, asterisk.ari_user, "wrong-password", timeout=5.0)
+    try:
+        with pytest.raises(AmiAuthError, match="refused"):
+            await ari.ping()
+    finally:
+        await ari.close()
+
+
+def _is(event: dict[str, Any], kind: str, channel_id: str) -> bool:
+    return event.get("type") == kind and event.get("channel", {}).get("id") == channel_id
+
+
+async def _gone(ari: AriClient, channel_id: str) -> bool:
+    from ami.errors import AmiActionError
+
+    try:
+        await ari.hangup(channel_id)
+    except AmiActionError as exc:
+        return "404" in str(exc)
+    return False
