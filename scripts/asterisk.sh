@@ -8,7 +8,7 @@
 # on this machine reuses it. Nothing is downloaded.
 set -euo pipefail
 
-out=${1:?usage: scripts/asterisk.sh OUTFILE}
+out=$(realpath -m "${1:?usage: scripts/asterisk.sh OUTFILE}")
 here=$(cd "$(dirname "$0")/.." && pwd)
 default_tarball="$here/../shared/vendor/asterisk-22.10.1.tar.gz"
 default_sha=21203c1352060a5a7577844d7b5ca1e833593c531ddab4c1bd2107d39176618c
@@ -50,8 +50,27 @@ if [ "$sha" != "$want" ]; then
 	exit 1
 fi
 
+# Only what the agent and its tests use: AMI and the HTTP server are in the
+# core; ARI/Stasis, Local channels (core), bridging, the dialplan and the
+# applications the test contexts call; chan_dahdi when its headers exist.
+modules="app_dial app_echo app_playback app_stasis app_originate
+	bridge_simple bridge_softmix bridge_holding bridge_builtin_features
+	func_cdr func_channel func_callerid func_strings func_logic
+	pbx_config chan_dahdi chan_bridge_media
+	res_ari res_ari_model res_ari_applications res_ari_asterisk res_ari_bridges
+	res_ari_channels res_ari_device_states res_ari_endpoints res_ari_events
+	res_ari_playbacks res_ari_recordings res_ari_sounds res_ari_mailboxes
+	res_stasis res_stasis_answer res_stasis_device_state res_stasis_playback
+	res_stasis_recording res_stasis_snoop res_stasis_mailbox
+	res_http_websocket res_sorcery_config res_sorcery_memory res_sorcery_astdb
+	res_websocket_client res_mwi_external res_smdi
+	res_timing_timerfd codec_ulaw codec_alaw format_wav format_pcm"
+# A build made with another module list or flags is rebuilt, not reused.
+recipe_rev=2 # bump when the configure flags or the menuselect steps change
+recipe=$(printf '%s\n' "$recipe_rev" $modules | sha256sum | cut -c1-12)
 prefix="$cache_root/asterisk-${sha:0:12}"
-if [ -f "$prefix/.complete" ]; then
+complete() { [ "$(cat "$prefix/.complete" 2>/dev/null)" = "$recipe" ]; }
+if complete; then
 	found "$prefix/sbin/asterisk" "cached build"
 fi
 
@@ -59,7 +78,7 @@ mkdir -p "$cache_root"
 # One build at a time per machine: a second checkout waits, then reuses it.
 exec 9>"$cache_root/.asterisk-${sha:0:12}.lock"
 flock 9
-if [ -f "$prefix/.complete" ]; then
+if complete; then
 	found "$prefix/sbin/asterisk" "cached build"
 fi
 
@@ -103,20 +122,6 @@ cd "$src"
 	--with-jansson-bundled=no --disable-xmldoc "${dahdi_flags[@]}" >"$work/configure.log" 2>&1 ||
 	{ tail -n 40 "$work/configure.log" >&2; exit 1; }
 
-# Only what the agent and its tests use: AMI and the HTTP server are in the
-# core; ARI/Stasis, Local channels (core), bridging, the dialplan and the
-# applications the test contexts call; chan_dahdi when its headers exist.
-modules="app_dial app_echo app_playback app_stasis app_originate
-	bridge_simple bridge_softmix bridge_holding bridge_builtin_features
-	func_cdr func_channel func_callerid func_strings func_logic
-	pbx_config chan_dahdi chan_bridge_media
-	res_ari res_ari_model res_ari_applications res_ari_asterisk res_ari_bridges
-	res_ari_channels res_ari_device_states res_ari_endpoints res_ari_events
-	res_ari_playbacks res_ari_recordings res_ari_sounds res_ari_mailboxes
-	res_stasis res_stasis_answer res_stasis_device_state res_stasis_playback
-	res_stasis_recording res_stasis_snoop res_stasis_mailbox
-	res_http_websocket res_sorcery_config res_sorcery_memory res_sorcery_astdb
-	res_timing_timerfd codec_ulaw codec_alaw format_wav format_pcm"
 make -s menuselect.makeopts >"$work/menuselect.log" 2>&1
 menuselect/menuselect --disable-all menuselect.makeopts >>"$work/menuselect.log"
 for m in $modules; do
@@ -124,9 +129,14 @@ for m in $modules; do
 done
 
 make -j"$jobs" >"$work/make.log" 2>&1 || { tail -n 60 "$work/make.log" >&2; exit 1; }
-rm -rf "$prefix"
-make install >"$work/install.log" 2>&1 || { tail -n 40 "$work/install.log" >&2; exit 1; }
+make install DESTDIR="$work/stage" >"$work/install.log" 2>&1 ||
+	{ tail -n 40 "$work/install.log" >&2; exit 1; }
+# Swap the new tree in whole: a running instance keeps its files.
+rm -rf "$prefix.old"
+[ -d "$prefix" ] && mv "$prefix" "$prefix.old"
+mv "$work/stage$prefix" "$prefix"
+rm -rf "$prefix.old"
 echo "built in $(($(date +%s) - start)) s on $(nproc) cores, $(ls "$prefix/lib/asterisk/modules" | wc -l) modules" >"$prefix/BUILD-INFO"
-touch "$prefix/.complete"
+echo "$recipe" >"$prefix/.complete"
 echo "asterisk: $(cat "$prefix/BUILD-INFO")"
 found "$prefix/sbin/asterisk" "built from $tarball"

@@ -42,3 +42,18 @@ def wait_for_sync(predicate: Callable[[], bool], within: float, what: str = "con
 
 def require_root() -> bool:
     return os.geteuid() == 0
+
+
+def require_asterisk() -> str:
+    """The real Asterisk's binary; outside CI a missing one skips with how to get one,
+    with ``CI=true`` it fails (CI must never pass without the real-Asterisk tests)."""
+    import pytest
+
+    from bot.lab.asterisk import HOW_TO_GET, find_binary
+
+    binary = find_binary()
+    if binary is None:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"CI=true and {HOW_TO_GET}")
+        pytest.skip(HOW_TO_GET)
+    return binary

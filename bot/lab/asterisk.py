@@ -72,6 +72,9 @@ MODULES = (
     "res_sorcery_memory.so",
     "res_sorcery_astdb.so",
     "res_http_websocket.so",
+    "res_websocket_client.so",
+    "res_mwi_external.so",
+    "res_smdi.so",
     "res_stasis.so",
     "res_stasis_answer.so",
     "res_stasis_device_state.so",
@@ -255,6 +258,18 @@ debug = 0
                     f"\n[{self.ari_user}]\ntype = user\nread_only = no\n"
                     f"password = {self.ari_password}\n"
                 )
+        # Core files Asterisk reads at start; their defaults are what the lab wants.
+        for name in (
+            "cdr.conf",
+            "cel.conf",
+            "features.conf",
+            "acl.conf",
+            "udptl.conf",
+            "ccss.conf",
+            "websocket_client.conf",
+        ):
+            if not (self.etc / name).exists():
+                self._put(name, "; the defaults\n")
         # chan_dahdi.conf includes the spans dahdi_genconf would write: none here.
         if not (self.etc / "dahdi-channels.conf").exists():
             self._put("dahdi-channels.conf", "; no DAHDI hardware in the lab\n")
@@ -306,6 +321,7 @@ debug = 0
             sys.stderr.write(proc.stderr.decode(errors="replace"))
             return 1
         _wait(lambda: self.pid() is not None, 10)
+        self.note(f"pid {self.pid()}: started")
         return 0 if self.pid() is not None else 1
 
     def cli(self, command: str, timeout: float = 10.0) -> subprocess.CompletedProcess[str]:
@@ -318,6 +334,15 @@ debug = 0
             check=False,
         )
 
+    @property
+    def command_log(self) -> Path:
+        return self.dir / "log" / "commands.log"
+
+    def note(self, text: str) -> None:
+        """What the lab commands did, for the operator and the tests."""
+        with self.command_log.open("a") as fh:
+            fh.write(f"{time.time():.3f} {text}\n")
+
     def stop(self, graceful: float) -> int:
         """``core stop gracefully`` for ``graceful`` seconds, then ``core stop now``."""
         pid = self.pid()
@@ -325,14 +350,18 @@ debug = 0
             return 0
         if graceful > 0:
             # The console returns at once; Asterisk waits for the calls to end.
+            self.note(f"pid {pid}: core stop gracefully")
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self.cli("core stop gracefully", timeout=5)
             if _wait(lambda: not _alive(pid), graceful):
+                self.note(f"pid {pid}: stopped gracefully")
                 return 0
             print(f"calls still up after {graceful:g} s: core stop now", file=sys.stderr)
+        self.note(f"pid {pid}: core stop now")
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.cli("core stop now", timeout=5)
         if _wait(lambda: not _alive(pid), STOP_NOW_WAIT):
+            self.note(f"pid {pid}: stopped")
             return 0
         print(
             f"asterisk {pid} still running {STOP_NOW_WAIT:g} s after core stop now", file=sys.stderr
@@ -343,6 +372,7 @@ debug = 0
         pid = self.pid()
         if pid is None:
             return 0
+        self.note(f"pid {pid}: SIGKILL")
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
         return 0 if _wait(lambda: not _alive(pid), KILL_WAIT) else 1

@@ -6,27 +6,21 @@ one; with ``CI=true`` they fail instead, so CI never passes without them.
 
 from __future__ import annotations
 
-import os
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from ami.client import AmiClient
-from bot.lab.asterisk import HOW_TO_GET, Runtime, find_binary
-from tests.helpers import free_port, port_open, wait_for_sync
+from bot.lab.asterisk import Runtime
+from tests.helpers import free_port, port_open, require_asterisk, wait_for_sync
 
 SECRET = "real-ami-s3cret"
 
 
 @pytest.fixture(scope="session")
 def asterisk_binary() -> str:
-    binary = find_binary()
-    if binary is None:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"CI=true and {HOW_TO_GET}")
-        pytest.skip(HOW_TO_GET)
-    return binary
+    return require_asterisk()
 
 
 MakeAsterisk = Callable[..., Runtime]

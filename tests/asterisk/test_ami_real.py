@@ -19,7 +19,8 @@ from ami.client import AmiClient, AmiState
 from ami.errors import AmiActionError, AmiConnectionError
 from ami.events import AmiEvent
 from ami.testcall import run_test_call
-from bot.config import TestCallConfig, _Walker
+from bot.config import TestCallConfig as CallCfg
+from bot.config import _Walker
 from bot.lab.asterisk import Runtime
 from tests.asterisk.conftest import MakeAsterisk
 from tests.helpers import wait_for
@@ -79,7 +80,7 @@ async def test_missing_write_right_is_named(
     rt = make_asterisk(extra_users={"weak": rights})
     c = await booted(ami_client, rt, username="weak", secret="weak-s3cret")
     assert await c.active_channels() == 0  # write = reporting is there
-    result = await run_test_call(c, TestCallConfig(timeout=3))
+    result = await run_test_call(c, CallCfg(timeout=3))
     assert result.outcome == "failed"
     assert "lacks `write = originate`" in result.reason, result
 
@@ -101,22 +102,26 @@ async def test_core_stop_now_sends_shutdown_cleanly(asterisk: Runtime, ami_clien
     assert pid is not None
 
 
-async def test_core_restart_now_keeps_pid_and_client_reconnects(
+async def test_core_restart_now_sends_restart_and_client_reconnects(
     asterisk: Runtime, ami_client: Client
 ) -> None:
     c = await booted(ami_client, asterisk)
     events = collect(c)
-    pid = asterisk.pid()
+    old_pid = asterisk.pid()
     connects = c.connects
     asterisk.cli("core restart now")
     await wait_for(lambda: any(e.name == "Shutdown" for e in events), 10, what="Shutdown")
     shutdown = next(e for e in events if e.name == "Shutdown")
     assert shutdown.fields["Restart"] == "True"
+    assert c.last_shutdown is not None and c.last_shutdown.restart
     await wait_for(lambda: c.connects > connects, 20, what="a new login")
     await c.wait_fully_booted(20)
-    assert asterisk.pid() == pid, "core restart now re-executes in the same process"
     pong = await c.send_action({"Action": "Ping"})
     assert pong["Ping"] == "Pong"
+    # Run in the background (no -f), Asterisk re-executes itself and forks again:
+    # a new pid, which its pidfile names (with -f the pid stays the same).
+    new_pid = asterisk.pid()
+    assert new_pid is not None and new_pid != old_pid
 
 
 # ---------------------------------------------------------------------- load
@@ -128,18 +133,16 @@ async def test_event_stream_under_a_burst_of_originates(
     c = await booted(ami_client, asterisk, action_timeout=20.0)
     events = collect(c)
     calls = 40
-    cfg = TestCallConfig(channel="Local/100@test", context="test", exten="answer", timeout=15)
+    cfg = CallCfg(channel="Local/100@test", context="test", exten="answer", timeout=15)
     results = await asyncio.gather(*(run_test_call(c, cfg) for _ in range(calls)))
+    # Each call's OriginateResponse answered its own Originate (matched by ActionID).
     assert [r.outcome for r in results] == ["answered"] * calls, results
-    responses = [e for e in events if e.name == "OriginateResponse"]
-    assert len(responses) == calls
-    assert len({e.fields["ActionID"] for e in responses}) == calls
+    assert len({r.uniqueid for r in results}) == calls
     # Every Local call is two channels, and each one ends with a Hangup event.
     await wait_for(
         lambda: sum(e.name == "Hangup" for e in events) >= 2 * calls, 30, what="all Hangups"
     )
     assert sum(e.name == "Hangup" for e in events) == 2 * calls
-    await wait_for(c.active_channels, 1, what="channels")  # the link is still usable
     await wait_for(lambda: _no_channels(c), 15, what="no channel left")
 
 
@@ -240,8 +243,15 @@ async def test_deploy_files_load_and_the_example_test_call_answers(
     asterisk: Runtime, ami_client: Client
 ) -> None:
     """deploy/asterisk/*.conf as shipped: they parse, the user has its rights, the call works."""
+    shipped_files = [p.name for p in (ROOT / "deploy" / "asterisk").glob("*.conf")]
     log = asterisk.log.read_text(errors="replace") if asterisk.log.exists() else ""
-    bad = [line for line in log.splitlines() if "config" in line.lower() and "ERROR" in line]
+    # Asterisk reports a parse error as a WARNING or ERROR naming the file.
+    bad = [
+        line
+        for line in log.splitlines()
+        if ("ERROR" in line or "WARNING" in line)
+        and (any(name in line for name in shipped_files) or "config.c" in line)
+    ]
     assert not bad, "\n".join(bad)
     user = asterisk.cli("manager show user failover").stdout
     shipped = (ROOT / "deploy" / "asterisk" / "manager.conf").read_text()
@@ -258,7 +268,7 @@ async def test_deploy_files_load_and_the_example_test_call_answers(
     assert "'100' =>" in dialplan and "'answer' =>" in dialplan, dialplan
     example = tomllib.loads((ROOT / "deploy" / "examples" / "node-a.toml").read_text())
     walker = _Walker(ROOT)
-    cfg = walker.build(TestCallConfig, example["test_call"], "test_call")
+    cfg = walker.build(CallCfg, example["test_call"], "test_call")
     assert cfg is not None, walker.problems
     c = await booted(ami_client, asterisk)
     result = await run_test_call(c, cfg)

@@ -41,6 +41,7 @@ class Cluster(LabCluster):
         self.pid_sampler: recorders.PidSampler | None = None
         self.drbd_sampler: _DrbdSampler | None = None
         self.lease_sampler: recorders.RedisKeySampler | None = None
+        self.boot_recorders: dict[str, recorders.AmiBootRecorder] = {}
 
     def before_bots(self) -> None:
         if self.proxied:
@@ -51,6 +52,13 @@ class Cluster(LabCluster):
                 }
         if self.topology is not None:
             self.vip_sampler = VipSampler(self.topology).start()
+        if self.asterisk == "real":
+            # A real Asterisk logs nothing for the checker: watch its AMI from outside.
+            secret = (self.dir / "ami.secret").read_text().strip()
+            for node in self.nodes.values():
+                self.boot_recorders[node.id] = recorders.AmiBootRecorder(
+                    node.ami_port, "failover", secret, node.pidfile, node.asterisk_record
+                ).start()
         pidfiles = {n.id: n.pidfile for n in self.nodes.values()}
         self.pid_sampler = recorders.PidSampler(pidfiles).start()
         self.drbd_sampler = _DrbdSampler(self.drbd_dir / "drbd.json").start()
@@ -134,6 +142,8 @@ class Cluster(LabCluster):
             for sampler in samplers:
                 if sampler is not None:
                     sampler.stop()
+            for recorder in self.boot_recorders.values():
+                recorder.stop()
 
 
 class _DrbdSampler(recorders.PollingSampler):

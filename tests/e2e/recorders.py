@@ -10,6 +10,7 @@ cannot stretch their period.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import threading
@@ -340,3 +341,70 @@ class RedisKeySampler(PollingSampler):
     def stop(self) -> None:
         super().stop()
         self._client.close()
+
+
+class AmiBootRecorder:
+    """A real Asterisk's FullyBooted and Shutdown, seen over AMI from outside the bots.
+
+    Writes the records the simulator writes for itself (``fully_booted``,
+    ``shutdown``) with the pid from the Asterisk's pidfile, so that
+    ``asterisk_lifetimes`` reads both kinds alike. It logs in again after every
+    restart; a FullyBooted is stamped when it arrives (a few ms late at most).
+    """
+
+    def __init__(self, port: int, username: str, secret: str, pidfile: Path, record: Path):
+        self.port = port
+        self.username = username
+        self.secret = secret
+        self.pidfile = pidfile
+        self.record = record
+        self.seen: list[Record] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="ami-boot-recorder", daemon=True)
+
+    def start(self) -> Self:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+    def _write(self, event: str) -> None:
+        line = {"t": time.time(), "mono": time.monotonic(), "event": event}
+        line["pid"] = read_pidfile(self.pidfile)
+        self.seen.append(line)
+        with self.record.open("a", encoding="utf-8") as fh:
+            fh.write(json.dumps(line) + "\n")
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            with contextlib.suppress(OSError):
+                self._session()
+            self._stop.wait(0.02)
+
+    def _session(self) -> None:
+        import socket
+
+        with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as sock:
+            sock.settimeout(0.2)
+            login = (
+                f"Action: Login\r\nUsername: {self.username}\r\nSecret: {self.secret}\r\n"
+                "Events: system\r\n\r\n"
+            )
+            sock.sendall(login.encode())
+            buf = b""
+            while not self._stop.is_set():
+                try:
+                    chunk = sock.recv(65536)
+                except TimeoutError:
+                    continue
+                if not chunk:
+                    return
+                buf += chunk
+                *frames, buf = buf.split(b"\r\n\r\n")
+                for frame in frames:
+                    if b"Event: FullyBooted" in frame:
+                        self._write("fully_booted")
+                    elif b"Event: Shutdown" in frame:
+                        self._write("shutdown")
