@@ -239,19 +239,38 @@ async def test_sigstopped_asterisk_is_detected_by_ping(
 # ---------------------------------------------------------------------- deploy files
 
 
+def config_problems(rt: Runtime) -> list[str]:
+    """Asterisk's complaints about the shipped files: a parse error is a WARNING or
+    ERROR naming the file, or one from the config parser itself."""
+    names = [p.name for p in rt.deploy_dir.glob("*.conf")]
+    log = rt.log.read_text(errors="replace") if rt.log.exists() else ""
+    return [
+        line
+        for line in log.splitlines()
+        if ("ERROR" in line or "WARNING" in line)
+        and (any(name in line for name in names) or "config.c" in line)
+    ]
+
+
+async def test_a_syntax_error_in_a_shipped_file_is_caught(
+    make_asterisk: MakeAsterisk, tmp_path: Path
+) -> None:
+    """The check below can fail: a broken copy of deploy/asterisk is reported."""
+    broken = tmp_path / "deploy-broken"
+    broken.mkdir()
+    for src in (ROOT / "deploy" / "asterisk").glob("*.conf"):
+        (broken / src.name).write_text(src.read_text())
+    with (broken / "extensions_failover.conf").open("a") as fh:
+        fh.write("\nexten => 200,1,Answer(\n[unclosed\n")
+    rt = make_asterisk("broken", deploy_dir=broken)
+    await wait_for(lambda: bool(config_problems(rt)), 10, what="the parse error in the log")
+
+
 async def test_deploy_files_load_and_the_example_test_call_answers(
     asterisk: Runtime, ami_client: Client
 ) -> None:
     """deploy/asterisk/*.conf as shipped: they parse, the user has its rights, the call works."""
-    shipped_files = [p.name for p in (ROOT / "deploy" / "asterisk").glob("*.conf")]
-    log = asterisk.log.read_text(errors="replace") if asterisk.log.exists() else ""
-    # Asterisk reports a parse error as a WARNING or ERROR naming the file.
-    bad = [
-        line
-        for line in log.splitlines()
-        if ("ERROR" in line or "WARNING" in line)
-        and (any(name in line for name in shipped_files) or "config.c" in line)
-    ]
+    bad = config_problems(asterisk)
     assert not bad, "\n".join(bad)
     user = asterisk.cli("manager show user failover").stdout
     shipped = (ROOT / "deploy" / "asterisk" / "manager.conf").read_text()
