@@ -41,6 +41,7 @@ HOW_TO_GET = (
 EXIT_NOT_RUNNING = 3
 STOP_NOW_WAIT = 25.0  # `core stop now` waits up to 15 s + 1 s for channels to go
 KILL_WAIT = 5.0
+CONSOLE_TIMEOUT = 2.0  # a console that does not answer within this is a hung Asterisk
 
 # Modules the lab loads when they exist: AMI and HTTP are in the core; the rest
 # is what the bot, its test calls and ARI use. Nothing that binds a SIP port,
@@ -348,6 +349,14 @@ debug = 0
         pid = self.pid()
         if pid is None:
             return 0
+        try:
+            self.cli("core show uptime", timeout=CONSOLE_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            # A hung Asterisk (SIGSTOP, deadlock) never acts on `core stop`: kill it
+            # now, as systemd does after TimeoutStopSec, rather than waiting for nothing.
+            self.note(f"pid {pid}: console silent for {CONSOLE_TIMEOUT:g} s: SIGKILL")
+            print(f"asterisk {pid} does not answer its console: killed", file=sys.stderr)
+            return self.kill()
         if graceful > 0:
             # The console returns at once; Asterisk waits for the calls to end.
             self.note(f"pid {pid}: core stop gracefully")
