@@ -22,7 +22,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,6 +34,16 @@ from bot.jsonline import request
 log = logging.getLogger(__name__)
 
 AMI_VERSION = "11.0.0"
+# The write classes that let a user run each action (main/manager.c and
+# channels/chan_dahdi.c of 22.10.1: any one of them suffices; none: everyone).
+ACTION_CLASSES: dict[str, frozenset[str]] = {
+    "corestatus": frozenset({"system", "reporting"}),
+    "coresettings": frozenset({"system", "reporting"}),
+    "coreshowchannels": frozenset({"system", "reporting"}),
+    "command": frozenset({"command"}),
+    "originate": frozenset({"originate"}),
+    "hangup": frozenset({"system", "call"}),
+}
 ASTERISK_VERSION = "22.10.1"
 CHANNELS_PER_SPAN = 24
 ALARM_TEXT = {
@@ -136,8 +146,11 @@ class AsteriskSimulator:
         call_duration: float = 0.3,
         max_frame: int = DEFAULT_MAX_FRAME,
         clock: Callable[[], float] = time.monotonic,
+        write: Collection[str] | None = None,
     ) -> None:
         self.host = host
+        # manager.conf `write =` of the user; None grants every class (`write = all`).
+        self.write = None if write is None else frozenset(c.strip().lower() for c in write)
         self.port = port
         self.username = username
         self._secret = secret
@@ -451,6 +464,10 @@ class AsteriskSimulator:
                 f"Invalid/unknown command: {action}. "
                 "Use Action: ListCommands to show available commands."
             )
+            return
+        need = ACTION_CLASSES.get(low)
+        if need and self.write is not None and not need & self.write:
+            error("Permission denied")  # all a real Asterisk says about a missing right
             return
         await handler(self, s, a, reply)
 

@@ -38,6 +38,11 @@ def register_simulate(simsub: argparse._SubParsersAction) -> None:
     p.add_argument("--spans", type=int, default=2, metavar="N", help="DAHDI spans (0: no DAHDI)")
     p.add_argument("--username", default="failover", help="AMI user")
     p.add_argument("--secret-file", metavar="F", help="file with the AMI secret")
+    p.add_argument(
+        "--write",
+        metavar="CLASSES",
+        help="the user's manager.conf write classes, e.g. originate,reporting (default: all)",
+    )
     p.add_argument("--control-port", type=int, metavar="C", help="JSON-lines control port")
     p.add_argument(
         "--report-alarms",
@@ -121,6 +126,7 @@ async def _serve(args: argparse.Namespace, secret: str) -> int:
         control_port=args.control_port,
         record=Path(args.record) if args.record else None,
         report_alarms=args.report_alarms,
+        write=args.write.split(",") if args.write else None,
     )
     try:
         await sim.start()

@@ -75,3 +75,21 @@ def test_originate_fields_always_async_and_cdr_off() -> None:
     assert f["Async"] == "true" and f["ActionID"] == "id-1" and f["Timeout"] == "2500"
     assert f["Variable"] == ["CDR_PROP(disable)=1", "X=1"]
     assert (f["Context"], f["Exten"], f["Priority"]) == ("test", "answer", "1")
+
+
+async def test_a_missing_write_right_is_named(make_client) -> None:
+    """As a real Asterisk does, the simulator answers only "Permission denied" to a user
+    without `write = originate`; the client names the missing right."""
+    sim = AsteriskSimulator(port=0, secret="s", write=["reporting"], auth_fail_delay=0.1)
+    await sim.start()
+    try:
+        c = make_client(sim, secret="s", ping_interval=5.0)
+        await c.start()
+        await c.wait_fully_booted(3)
+        assert await c.active_channels() == 0  # write = reporting is granted
+        result = await run_test_call(c, CallCfg(timeout=0.5))
+        assert result.outcome == "failed"
+        assert "Permission denied" in result.reason
+        assert "lacks `write = originate`" in result.reason
+    finally:
+        await sim.stop()
