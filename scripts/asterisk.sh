@@ -63,7 +63,7 @@ modules="app_dial app_echo app_playback app_stasis app_originate
 	res_stasis res_stasis_answer res_stasis_device_state res_stasis_playback
 	res_stasis_recording res_stasis_snoop res_stasis_mailbox
 	res_http_websocket res_sorcery_config res_sorcery_memory res_sorcery_astdb
-	res_websocket_client res_mwi_external res_smdi
+	res_websocket_client res_mwi_external res_smdi res_stasis_broadcast
 	res_timing_timerfd codec_ulaw codec_alaw format_wav format_pcm"
 # A build made with another module list or flags is rebuilt, not reused.
 recipe_rev=2 # bump when the configure flags or the menuselect steps change

@@ -101,6 +101,9 @@ class Demo:
         self._until(lambda: c.primary() == standby, 60)
         c.wait_serving(standby, within=30)
         timeline = self._timeline(c, standby, fault_wall)
+        pid = c.nodes[standby].asterisk_pid()
+        kind = "a real Asterisk" if c.asterisk == "real" else "the Asterisk simulator"
+        self.say(f"node {standby} now runs {kind}, pid {pid if pid else '-'}")
         if self.once:
             return 0 if timeline is not None else 1
         self.say("\nthe cluster keeps running; Ctrl-C ends the demo and cleans up.")
