@@ -5,8 +5,8 @@ commands a lab node's ``[asterisk]`` section names, as a production node names
 ``systemctl start asterisk``. ``init`` writes the configuration (never
 ``make samples``): every ``deploy/asterisk/*.conf`` file as shipped, then what
 the lab adds (its AMI and HTTP ports, the AMI secret, an ARI user, the lab's
-dialplan). ``start`` returns once Asterisk has forked into the background (the
-bot then waits for ``FullyBooted`` over AMI); ``stop`` is ``core stop
+dialplan). ``start`` returns once Asterisk runs, in the foreground of its own
+session as under systemd (the bot then waits for ``FullyBooted`` over AMI); ``stop`` is ``core stop
 gracefully``, then ``core stop now`` after ``--graceful`` seconds; ``kill`` is
 SIGKILL; ``status`` exits 0 while the process runs and 3 otherwise, as
 ``systemctl is-active`` does.
@@ -309,21 +309,22 @@ debug = 0
         if self.pid() is not None:
             return 0
         self.pidfile.unlink(missing_ok=True)
-        # Forks into the background once its control socket is set up.
-        proc = subprocess.run(
-            [self.binary, "-C", str(self.conf)],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            timeout=30,
-            check=False,
-        )
-        if proc.returncode != 0:
-            sys.stderr.write(proc.stderr.decode(errors="replace"))
+        # In the foreground (-f) of its own session, as systemd runs it in production:
+        # `core restart now` then re-executes in the same process, as there.
+        with (self.dir / "log" / "console.log").open("ab") as out:
+            proc = subprocess.Popen(
+                [self.binary, "-f", "-C", str(self.conf)],
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=out,
+                start_new_session=True,
+            )
+        _wait(lambda: self.pid() == proc.pid or proc.poll() is not None, 10)
+        if self.pid() != proc.pid:
+            print(f"asterisk did not start (exit {proc.poll()}): see {out.name}", file=sys.stderr)
             return 1
-        _wait(lambda: self.pid() is not None, 10)
-        self.note(f"pid {self.pid()}: started")
-        return 0 if self.pid() is not None else 1
+        self.note(f"pid {proc.pid}: started")
+        return 0
 
     def cli(self, command: str, timeout: float = 10.0) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
