@@ -28,6 +28,9 @@ log = logging.getLogger(__name__)
 EXIT_NOT_RUNNING = 3
 START_TIMEOUT = 10.0
 STOP_TIMEOUT = 20.0
+# As the lab's real Asterisk stop: no AMI greeting within this means a hung
+# Asterisk, which never acts on a stop request, so it is killed at once.
+GREETING_TIMEOUT = 2.0
 
 
 def register_simulate(simsub: argparse._SubParsersAction) -> None:
@@ -136,6 +139,11 @@ async def _serve(args: argparse.Namespace, secret: str) -> int:
     tasks: set[asyncio.Task[None]] = set()
 
     def on_term() -> None:
+        if sim.stalled:
+            # A hung Asterisk does not act on SIGTERM either (a real SIGSTOP'd one
+            # does not even see it); only SIGKILL ends it.
+            log.warning("stalled: SIGTERM ignored")
+            return
         task = loop.create_task(sim.shutdown(restart=False))
         tasks.add(task)
         task.add_done_callback(tasks.discard)
@@ -195,8 +203,13 @@ def _stop(args: argparse.Namespace) -> int:
     pid = _running_pid(args.pidfile)
     if pid is None:
         return EXIT_OK
+    kill = args.kill
+    port = _port_of(pid)
+    if not kill and port is not None and not _greets(port):
+        log.warning("simulator %d does not greet on AMI port %d: killing it", pid, port)
+        kill = True
     with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGKILL if args.kill else signal.SIGTERM)
+        os.kill(pid, signal.SIGKILL if kill else signal.SIGTERM)
     deadline = time.monotonic() + STOP_TIMEOUT
     while _alive(pid):
         if time.monotonic() > deadline:
@@ -208,6 +221,27 @@ def _stop(args: argparse.Namespace) -> int:
         with contextlib.suppress(OSError):
             os.unlink(args.pidfile)
     return EXIT_OK
+
+
+def _port_of(pid: int) -> int | None:
+    """The AMI port from the simulator's own command line."""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
+    except (OSError, UnicodeDecodeError):
+        return None
+    if "--port" in argv[:-1]:
+        value = argv[argv.index("--port") + 1]
+        return int(value) if value.isdigit() else None
+    return None
+
+
+def _greets(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=GREETING_TIMEOUT) as sock:
+            sock.settimeout(GREETING_TIMEOUT)
+            return sock.recv(64).startswith(b"Asterisk Call Manager/")
+    except OSError:
+        return False
 
 
 def _status(args: argparse.Namespace) -> int:
