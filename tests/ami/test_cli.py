@@ -96,3 +96,30 @@ async def test_service_lifecycle_and_test_call(tmp_path: Path) -> None:
         assert not port_open(port)
     finally:
         run("simulate", "asterisk-stop", "--pidfile", str(pid), "--kill")
+
+
+async def test_a_stalled_simulator_ignores_sigterm_and_stop_kills_it(tmp_path: Path) -> None:
+    """As a hung real Asterisk: SIGTERM does nothing, asterisk-stop finds no greeting and kills."""
+    import os
+    import signal
+    import time
+
+    from bot.lab.cluster import pid_alive, read_pidfile
+
+    port, cport = free_port(), free_port()
+    pidfile = tmp_path / "ast.pid"
+    start = ["simulate", "asterisk", "--port", str(port), "--control-port", str(cport)]
+    try:
+        assert run(*start, "--daemon", "--pidfile", str(pidfile)).returncode == 0
+        pid = read_pidfile(pidfile)
+        assert pid is not None
+        await control(cport, {"cmd": "stall"})
+        os.kill(pid, signal.SIGTERM)
+        t0 = time.monotonic()
+        stop = run("simulate", "asterisk-stop", "--pidfile", str(pidfile))
+        assert stop.returncode == 0, stop.stderr
+        assert "does not greet" in stop.stderr
+        assert not pid_alive(pid)
+        assert time.monotonic() - t0 < 15  # the greeting wait, not STOP_TIMEOUT (20 s)
+    finally:
+        run("simulate", "asterisk-stop", "--pidfile", str(pidfile), "--kill")

@@ -202,6 +202,20 @@ def test_test_call_outcomes_and_exit_codes(
     assert (result["outcome"], result["reason_code"]) == (outcome, code), result
 
 
+def test_test_call_with_a_wrong_secret_cannot_run(asterisk: Runtime, tmp_path: Path) -> None:
+    cfg = _cli_config(tmp_path, asterisk, "Local/100@test", "2s")
+    (tmp_path / "ami.secret").write_text("not-the-secret\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "bot", "test-call", "--config", str(cfg)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=ROOT,
+    )
+    assert proc.returncode == 2 and "Authentication failed" in proc.stderr, proc.stderr
+    assert "not-the-secret" not in proc.stdout + proc.stderr
+
+
 async def test_dahdi_show_status_without_cards(asterisk: Runtime, ami_client: Client) -> None:
     if not (Path(asterisk.dir) / "etc" / "modules.conf").read_text().count("chan_dahdi"):
         pytest.skip("this Asterisk has no chan_dahdi (no DAHDI headers when it was built)")
