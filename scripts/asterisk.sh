@@ -66,7 +66,7 @@ modules="app_dial app_echo app_playback app_stasis app_originate
 	res_websocket_client res_mwi_external res_smdi res_stasis_broadcast
 	res_timing_timerfd codec_ulaw codec_alaw format_wav format_pcm"
 # A build made with another module list or flags is rebuilt, not reused.
-recipe_rev=2 # bump when the configure flags or the menuselect steps change
+recipe_rev=3 # bump when the configure flags or the menuselect steps change
 recipe=$(printf '%s\n' "$recipe_rev" $modules | sha256sum | cut -c1-12)
 prefix="$cache_root/asterisk-${sha:0:12}"
 complete() { [ "$(cat "$prefix/.complete" 2>/dev/null)" = "$recipe" ]; }
@@ -124,6 +124,9 @@ cd "$src"
 
 make -s menuselect.makeopts >"$work/menuselect.log" 2>&1
 menuselect/menuselect --disable-all menuselect.makeopts >>"$work/menuselect.log"
+# --disable-all also turns off the optional API, without which res_ari_events
+# cannot resolve res_stasis_broadcast's functions (an AST_OPTIONAL_API).
+menuselect/menuselect --enable OPTIONAL_API menuselect.makeopts >>"$work/menuselect.log"
 for m in $modules; do
 	menuselect/menuselect --enable "$m" menuselect.makeopts >>"$work/menuselect.log" 2>&1 || true
 done

@@ -76,6 +76,7 @@ MODULES = (
     "res_websocket_client.so",
     "res_mwi_external.so",
     "res_smdi.so",
+    "res_stasis_broadcast.so",
     "res_stasis.so",
     "res_stasis_answer.so",
     "res_stasis_device_state.so",
