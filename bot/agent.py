@@ -257,6 +257,7 @@ class Agent:
             self.cfg.redis.password_file,
         ]
         secrets += [self.cfg.ami.secret_file] + [h.url_file for h in self.cfg.notify.webhooks]
+        secrets += [self.cfg.ari.password_file] if self.cfg.ari is not None else []
         peer_server = None
         if self.cfg.cluster.secret_file is not None and self.peer_id:
             peer_server = PeerServer(
@@ -711,6 +712,7 @@ class Agent:
 
     async def _restart_asterisk(self) -> None:
         try:
+            self.health.note_asterisk_start()
             await self.asterisk.restart()
             if self.ami is not None:
                 self.ami.kick()
@@ -918,6 +920,7 @@ class Agent:
                 "drbd_primary": self._local.drbd_primary,
             },
             "degraded": self.ha.degraded,
+            "asterisk": self.health.asterisk_status(),
         }
 
     def _update_metrics(self, now: float) -> None:
