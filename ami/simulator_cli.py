@@ -20,6 +20,7 @@ import socket
 import time
 from pathlib import Path
 
+from ami.ari_simulator import AriSimulator
 from ami.simulator import AsteriskSimulator
 from bot.commands.base import EXIT_OK, CannotRun, CommandFailed
 
@@ -39,6 +40,15 @@ def register_simulate(simsub: argparse._SubParsersAction) -> None:
     p.add_argument("--username", default="failover", help="AMI user")
     p.add_argument("--secret-file", metavar="F", help="file with the AMI secret")
     p.add_argument("--control-port", type=int, metavar="C", help="JSON-lines control port")
+    p.add_argument(
+        "--ari-port",
+        type=int,
+        metavar="P",
+        help="also serve ARI (the ARI simulator) on this port, living and dying with this "
+        "Asterisk; control commands ari_stall, ari_unstall",
+    )
+    p.add_argument("--ari-username", default="failover", help="ARI user")
+    p.add_argument("--ari-password-file", metavar="F", help="file with the ARI password")
     p.add_argument(
         "--report-alarms",
         choices=["all", "spans", "channels", "none"],
@@ -122,10 +132,22 @@ async def _serve(args: argparse.Namespace, secret: str) -> int:
         record=Path(args.record) if args.record else None,
         report_alarms=args.report_alarms,
     )
+    ari: AriSimulator | None = None
+    if args.ari_port is not None:
+        server = AriSimulator(
+            args.host, args.ari_port, args.ari_username, _read_secret(args.ari_password_file)
+        )
+        sim.commands["ari_stall"] = lambda cmd: _ari_stall(server, True)
+        sim.commands["ari_unstall"] = lambda cmd: _ari_stall(server, False)
+        ari = server
     try:
+        if ari is not None:
+            await ari.start()
         await sim.start()
     except OSError as exc:
-        raise CannotRun(f"cannot listen on port {args.port}: {exc.strerror or exc}") from None
+        if ari is not None:
+            await ari.stop()
+        raise CannotRun(f"cannot listen: {exc.strerror or exc}") from None
     loop = asyncio.get_running_loop()
     tasks: set[asyncio.Task[None]] = set()
 
@@ -142,10 +164,18 @@ async def _serve(args: argparse.Namespace, secret: str) -> int:
     try:
         await sim.stopped.wait()
     finally:
+        if ari is not None:
+            await ari.stop()
         if args.pidfile and _pid_in(args.pidfile) == os.getpid():
             with contextlib.suppress(OSError):
                 os.unlink(args.pidfile)
     return EXIT_OK
+
+
+def _ari_stall(ari: AriSimulator, on: bool) -> dict[str, bool]:
+    """A hung ARI: requests held unanswered (on), or answered again (off)."""
+    ari.stall(on)
+    return {"ari_stalled": on}
 
 
 def _write_pidfile(path: str) -> None:

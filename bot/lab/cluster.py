@@ -162,6 +162,7 @@ class Node:
         self.api_port = free_port()
         self.ami_port = free_port()
         self.ami_control = free_port()
+        self.ari_port = free_port()
         self.pidfile = self.dir / "asterisk.pid"
         self.asterisk_record = self.dir / "asterisk.jsonl"
         self.sup_log = self.dir / "supervisor.jsonl"
@@ -268,7 +269,8 @@ class Cluster:
         (self.dir / "cluster.secret").write_text(os.urandom(16).hex() + "\n")
         (self.dir / "ami.secret").write_text("ami-" + os.urandom(8).hex() + "\n")
         (self.dir / "api.token").write_text(self.token + "\n")
-        for path in ("cluster.secret", "ami.secret", "api.token"):
+        (self.dir / "ari.password").write_text("ari-" + os.urandom(8).hex() + "\n")
+        for path in ("cluster.secret", "ami.secret", "api.token", "ari.password"):
             os.chmod(self.dir / path, 0o600)
 
     def _drbd(self) -> None:
@@ -307,12 +309,15 @@ class Cluster:
         )
         base["redis"].update(url=self.redis.url)
         base["ami"].update(port=node.ami_port, secret_file=secret)
+        ari_password = str(d / "ari.password")
+        base["ari"].update(url=f"http://127.0.0.1:{node.ari_port}/ari", password_file=ari_password)
         base["rseries"].update(port=str(d / f"rseries-{node.id}"))
         pidfile = str(node.pidfile)
         base["asterisk"] = {
             "start": [*sim, "asterisk", "--port", str(node.ami_port), "--boot-delay",
                       str(self.boot_delay), "--spans", "2", "--username", "failover",
                       "--secret-file", secret, "--control-port", str(node.ami_control),
+                      "--ari-port", str(node.ari_port), "--ari-password-file", ari_password,
                       "--daemon", "--pidfile", pidfile, "--record", str(node.asterisk_record)],
             "stop": [*sim, "asterisk-stop", "--pidfile", pidfile],
             "kill": [*sim, "asterisk-stop", "--pidfile", pidfile, "--kill"],
