@@ -153,6 +153,7 @@ class Agent:
         self._snapshot: dict[str, Any] = {}
         self._last_lease: LeaseRead | None = None
         self._records: dict[str, NodeRecord] = {}
+        self._seen: dict[str, float] = {}  # node -> wall time of its last record read
         self._controls: Any = None
         self._redis_ok = False
         self._ready: tuple[bool, list[str]] = (False, ["not checked yet"])
@@ -387,6 +388,7 @@ class Agent:
             self.outdated_on_bus = self.me in controls_r.outdated
         if isinstance(records_r, dict):
             self._records = records_r
+            self._seen.update({k: r.last_seen for k, r in records_r.items() if r.last_seen > 0})
         verdict = self.health.verdict(self.ha.role, self.pstn_routed_at())
         self._report_health(verdict)
         ctl = self._controls if not isinstance(controls_r, BaseException) else None
@@ -882,9 +884,24 @@ class Agent:
         if now - self._last_record < RECORD_INTERVAL and self._last_record:
             return
         self._last_record = now
+        record = self._record()
+        try:
+            await self.bus.publish_node_record(record)
+        except BusError as exc:
+            log.debug("record not published: %s", exc)
+
+    def _record(self) -> NodeRecord:
+        """This node's record: its live view, stamped with when it was written (wall
+        clock, for display) and how it saw the lease then."""
         verdict = self.health.last
         ready, ready_reasons = self._ready
-        record = NodeRecord(
+        lease = self._last_lease.lease if self._last_lease is not None else None
+        until = (
+            holder_valid_until(self.own, self.promise_until, self.ha_cfg)
+            if self.own is not None
+            else None
+        )
+        return NodeRecord(
             id=self.me,
             role=self.ha.role,
             healthy=verdict.healthy,
@@ -894,12 +911,16 @@ class Agent:
             epoch=self.ha.epoch,
             version=__version__,
             settings_hash=self.cfg.settings_hash(),
+            last_seen=time.time(),
             extra=self._extra(),
+            lease_view={
+                "holder": self.me if self.own is not None else (lease.holder if lease else None),
+                "epoch": self.own.epoch
+                if self.own is not None
+                else (lease.epoch if lease else None),
+                "remaining": None if until is None else round(max(0.0, until - self.clock()), 3),
+            },
         )
-        try:
-            await self.bus.publish_node_record(record)
-        except BusError as exc:
-            log.debug("record not published: %s", exc)
 
     def _extra(self) -> dict[str, Any]:
         state = self.link.state if self.link is not None else None
@@ -959,26 +980,24 @@ class Agent:
 
     def status(self) -> dict[str, Any]:
         ids = [self.me, *self.cfg.peer_ids]
-        records = dict(self._records)
-        obj = build_status(
-            cluster=self.cfg.cluster.name,
-            node_ids=ids,
-            # With Redis down, the last read is all there is: shown, and said to be old.
-            lease=self._last_lease,
-            records=records,
-            controls=self._controls if self._redis_ok else None,
-            now_wall=time.time(),
-            now_clock=self.clock(),
-            source="redis" if self._redis_ok else f"node {self.me} (Redis unreachable)",
-            problems=[] if self._redis_ok else ["Redis unreachable"],
+        obj: dict[str, Any] = dict(
+            build_status(
+                cluster=self.cfg.cluster.name,
+                node_ids=ids,
+                # With Redis down, the last read is all there is: shown, and said to be old.
+                lease=self._last_lease,
+                records=dict(self._records),
+                controls=self._controls if self._redis_ok else None,
+                now_wall=time.time(),
+                now_clock=self.clock(),
+                stale_after=self.cfg.cluster.lease_ttl + self.cfg.cluster.renew_interval,
+                source="redis" if self._redis_ok else f"node {self.me} (Redis unreachable)",
+                redis_ok=self._redis_ok,
+                seen=self._seen,
+                local=self._record(),
+                problems=[] if self._redis_ok else ["Redis unreachable"],
+            )
         )
-        for node in obj["nodes"]:
-            if node["id"] == self.me:
-                node["role"] = self.ha.role
-                node["healthy"] = self.health.last.healthy
-                node["health_reasons"] = list(self.health.last.reasons)
-                node["ready"], node["ready_reasons"] = self._ready[0], list(self._ready[1])
-                node["extra"] = self._extra()
         if not self._redis_ok and self.own is not None:
             obj["holder"], obj["epoch"] = self.me, self.own.epoch
             until = holder_valid_until(self.own, self.promise_until, self.ha_cfg)
