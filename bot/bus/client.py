@@ -307,6 +307,8 @@ class Bus:
             pipe = self._r.pipeline(transaction=True)
             pipe.set(self.keys.node(record.id), value, px=_ms(3 * self.lease_ttl))
             pipe.sadd(self.keys.nodes, record.id)
+            if record.last_seen > 0:
+                pipe.hset(self.keys.seen, record.id, repr(record.last_seen))
             if changed:
                 pipe.publish(self.keys.wake, "record")
             await pipe.execute()
@@ -331,6 +333,17 @@ class Bus:
             self._see(record.epoch)
             records[node_id] = record
         return records
+
+    async def last_seen_times(self) -> dict[str, float]:
+        """Node id -> wall time of its last record, also for records that have expired."""
+        raw: Any = await self._run("read last-seen times", lambda: self._r.hgetall(self.keys.seen))
+        times: dict[str, float] = {}
+        for key, value in dict(raw).items():
+            try:
+                times[_text(key)] = float(_text(value))
+            except ValueError:
+                continue  # not ours to repair; the record itself still counts
+        return times
 
     # ------------------------------------------------------------------ controls
 
@@ -499,7 +512,8 @@ def _event(entry: Any) -> dict[str, Any]:
 def _without_last_seen(record: NodeRecord) -> NodeRecord:
     from dataclasses import replace
 
-    return replace(record, last_seen=0.0)
+    # The lease view's remaining time changes with every write, like last_seen.
+    return replace(record, last_seen=0.0, lease_view={})
 
 
 __all__ = ["Bus", "BusCorrupt", "BusError", "BusUnavailable"]
