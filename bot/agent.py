@@ -26,7 +26,7 @@ from ami.client import AmiClient
 from bot import __version__
 from bot.actions.asterisk import AsteriskService
 from bot.actions.drbd import Drbd
-from bot.actions.pstn import Pstn
+from bot.actions.pstn import Pstn, heartbeat_wanted
 from bot.actions.vip import Vip
 from bot.api import create_app, start_api
 from bot.boottime import boottime
@@ -154,6 +154,7 @@ class Agent:
         self._last_lease: LeaseRead | None = None
         self._records: dict[str, NodeRecord] = {}
         self._seen: dict[str, float] = {}  # node -> wall time of its last record read
+        self._drbd_states: list[dict[str, str]] = []
         self._controls: Any = None
         self._redis_ok = False
         self._ready: tuple[bool, list[str]] = (False, ["not checked yet"])
@@ -486,6 +487,10 @@ class Agent:
         if isinstance(drbd_r, list):
             for res in drbd_r:
                 self.metrics.set_drbd(res.name, role=res.role, disk_state=res.disk)
+            self._drbd_states = [
+                {"name": r.name, "role": r.role, "disk": r.disk, "connection": r.connection}
+                for r in drbd_r
+            ]
         if not isinstance(local_r, BaseException):
             self._local = local_r
         else:
@@ -933,7 +938,15 @@ class Agent:
                 "active": getattr(state, "active", None),
                 "mode": getattr(state, "mode", None),
                 "host": self.cfg.node.rseries_host,
+                "heartbeat": self.cfg.rseries is not None
+                and heartbeat_wanted(
+                    primary=acts_as_primary(self.ha, self.clock()),
+                    ready=self._ready[0],
+                    standby_heartbeat=self.cfg.rseries.standby_heartbeat,
+                    paused=self.ha.role == "paused",
+                ),
             },
+            "drbd": self._drbd_states,
             "last_takeover": self.last_takeover,
             "services": {
                 "vip": self._local.vip_present,
