@@ -56,6 +56,14 @@ class RSeriesStatus(TypedDict):
     active: str | None
     mode: str | None
     host: str
+    heartbeat: NotRequired[bool]  # this node is sending heartbeats
+
+
+class DrbdResource(TypedDict):
+    name: str
+    role: str
+    disk: str
+    connection: str
 
 
 class Services(TypedDict):
@@ -85,6 +93,7 @@ class NodeExtra(TypedDict, total=False):
     rseries: RSeriesStatus | None
     last_takeover: Takeover | None
     services: Services
+    drbd: list[DrbdResource]
     degraded: bool
     asterisk: AsteriskStatus
 

@@ -19,6 +19,8 @@ Time is an argument (``now_wall``): the tests control it.
 
 from __future__ import annotations
 
+import html
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -94,3 +96,56 @@ def _only_holder(node_id: str, reported_role: str, holder: str | None) -> str:
     if reported_role == PRIMARY and holder != node_id:
         return CLAIMS_PRIMARY
     return reported_role
+
+
+# ------------------------------------------------------------------ the page without script
+
+PAGE_TABLE_MARK = b"<!--STATUS-TABLE-->"
+
+
+def _cell(value: object) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return html.escape(str(value))
+
+
+def status_table_html(st: Mapping[str, Any]) -> str:
+    """The status as a plain HTML table: what the page shows without JavaScript."""
+    nodes = [n for n in st.get("nodes", []) if isinstance(n, Mapping)]
+    lease = st.get("lease_remaining_seconds")
+    head = (
+        f"<p>cluster {_cell(st.get('cluster'))}: holder {_cell(st.get('holder') or 'none')}, "
+        f"epoch {_cell(st.get('epoch'))}, lease "
+        f"{'-' if not isinstance(lease, (int, float)) else f'{lease:.1f} s'} left "
+        f"(as of the page load), paused {_cell(st.get('paused'))}</p>"
+    )
+    banners = []
+    if not any(n.get("role") == PRIMARY for n in nodes):
+        banners.append("no node is serving")
+    if st.get("paused"):
+        banners.append("cluster paused: no automatic action")
+    banners += [f"problem: {p}" for p in st.get("problems", []) if isinstance(p, str)]
+    rows = []
+    for n in nodes:
+        seen = n.get("last_seen_seconds")
+        seen_text = "never" if seen is None else f"{seen:.1f} s ago"
+        if n.get("stale"):
+            seen_text += " (stale)"
+        reasons = [*n.get("health_reasons", []), *n.get("ready_reasons", [])]
+        rows.append(
+            f'<tr data-node="{_cell(n.get("id"))}" data-role="{_cell(n.get("role"))}">'
+            f"<td>{_cell(n.get('id'))}</td><td>{_cell(n.get('role'))}</td>"
+            f"<td>{_cell(n.get('healthy'))}</td><td>{_cell(n.get('ready'))}</td>"
+            f"<td>{html.escape(seen_text)}</td>"
+            f"<td>{'; '.join(_cell(r) for r in reasons)}</td></tr>"
+        )
+    return (
+        head
+        + "".join(f'<p class="banner">{_cell(b)}</p>' for b in banners)
+        + '<table id="plain-nodes"><thead><tr><th>node</th><th>role</th><th>healthy</th>'
+        "<th>ready</th><th>last seen</th><th>reasons</th></tr></thead><tbody>"
+        + "".join(rows)
+        + "</tbody></table>"
+    )
