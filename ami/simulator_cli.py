@@ -19,10 +19,13 @@ import signal
 import socket
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from ami.ari_simulator import AriSimulator
 from ami.simulator import AsteriskSimulator
 from bot.commands.base import EXIT_OK, CannotRun, CommandFailed
+
+if TYPE_CHECKING:
+    from ami.ari_simulator import AriSimulator
 
 log = logging.getLogger(__name__)
 
@@ -134,6 +137,10 @@ async def _serve(args: argparse.Namespace, secret: str) -> int:
     )
     ari: AriSimulator | None = None
     if args.ari_port is not None:
+        # Imported here: the status and stop verbs run on the failover path, where the
+        # import of aiohttp would cost them hundreds of milliseconds.
+        from ami.ari_simulator import AriSimulator
+
         server = AriSimulator(
             args.host, args.ari_port, args.ari_username, _read_secret(args.ari_password_file)
         )
