@@ -108,10 +108,13 @@ class Verdict:
 STANDBY_NOTE = "Asterisk stopped on this standby by design: AMI, ARI and test calls not judged"
 
 
-def standby_verdict() -> Verdict:
-    """A standby's Asterisk is stopped on purpose: its AMI and ARI failing is no
-    problem of its own (its readiness is what it reports)."""
-    return Verdict(True, notes=(STANDBY_NOTE,))
+def standby_verdict(role: str = "standby") -> Verdict:
+    """A node that is not primary runs no Asterisk of its own on purpose (or is starting
+    or stopping it): its AMI and ARI failing is no problem of its own (its readiness is
+    what it reports)."""
+    if role == "standby":
+        return Verdict(True, notes=(STANDBY_NOTE,))
+    return Verdict(True, notes=(f"Asterisk not judged while {role}",))
 
 
 def counts_from(changed_at: float, started_at: float | None) -> float:

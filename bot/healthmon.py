@@ -82,7 +82,7 @@ class HealthMonitor:
         self.role = role
         if role not in PRIMARY_ROLES:
             # A standby's Asterisk is stopped by design: only the primary needs it.
-            self.last = standby_verdict()
+            self.last = standby_verdict(role)
             return self.last
         ami = self.ami
         up = ami is not None and ami.connected

@@ -130,3 +130,5 @@ def test_counts_from_is_the_later_of_change_and_start(
 def test_a_standby_reports_no_asterisk_problem_and_says_why() -> None:
     v = standby_verdict()
     assert v.healthy and v.reasons == () and v.notes == (STANDBY_NOTE,)
+    promoting = standby_verdict("promoting")
+    assert promoting.healthy and promoting.notes == ("Asterisk not judged while promoting",)
