@@ -59,7 +59,7 @@ def wait_check(c: Cluster, node: str, code: int, within: float) -> str:
         wait_for_sync(reached, within, f"check exit {code}")
     except AssertionError:
         raise AssertionError("\n".join(seen[-5:]) + c.logs_tail()) from None
-    return seen[-1]
+    return seen[-1].partition(": ")[2]
 
 
 def watch_frames(c: Cluster, primary: str) -> None:
