@@ -189,6 +189,9 @@ class Agent:
         try:
             await self._open()
             await self._probe_once()  # rule 7 needs to know what runs here before deciding
+            # Ready (and so watched) only now: the first probe runs service commands that
+            # may take longer than WatchdogSec on a loaded host; nothing is held before it.
+            self.sd.ready(f"{self.me}: starting")
             self._spawn("probe", self._probe_loop())
             self._spawn("cycle", self._cycle_loop())
             self._spawn("renewal", self._renewal_loop())
@@ -299,7 +302,6 @@ class Agent:
             await self.link.start()
             if self.pstn is not None:
                 self._job("rseries_configure", self._rseries_configure())
-        self.sd.ready(f"{self.me}: starting")
         self.event("start", f"{self.me} started (version {__version__})")
 
     async def _shutdown(self) -> None:
