@@ -153,7 +153,8 @@ class Agent:
         self._snapshot: dict[str, Any] = {}
         self._last_lease: LeaseRead | None = None
         self._records: dict[str, NodeRecord] = {}
-        self._seen: dict[str, float] = {}  # node -> wall time of its last record read
+        # node -> (wall time, role) of its last record read: outlives the record's expiry
+        self._seen: dict[str, tuple[float, str | None]] = {}
         self._drbd_states: list[dict[str, str]] = []
         self._controls: Any = None
         self._redis_ok = False
@@ -391,7 +392,9 @@ class Agent:
             self.outdated_on_bus = self.me in controls_r.outdated
         if isinstance(records_r, dict):
             self._records = records_r
-            self._seen.update({k: r.last_seen for k, r in records_r.items() if r.last_seen > 0})
+            self._seen.update(
+                {k: (r.last_seen, r.role) for k, r in records_r.items() if r.last_seen > 0}
+            )
         verdict = self.health.verdict(self.ha.role, self.pstn_routed_at())
         self._report_health(verdict)
         ctl = self._controls if not isinstance(controls_r, BaseException) else None
