@@ -52,6 +52,7 @@ def view_node(
     node_id: str,
     reported_role: str | None,
     written_at: float | None,
+    last_role: str | None = None,
     holder: str | None,
     lease_epoch: int | None,
     writer_lease: dict[str, Any] | None,
@@ -62,7 +63,7 @@ def view_node(
     """The shown role and freshness of one node.
 
     ``reported_role`` is None when there is no record (it expired, or never was);
-    ``written_at`` may still be known then (the last-seen time outlives the record).
+    ``written_at`` and ``last_role`` may still be known then (they outlive the record).
     """
     age = None if written_at is None or written_at <= 0 else now_wall - written_at
     if age is None:
@@ -80,7 +81,7 @@ def view_node(
         return NodeView(UNKNOWN, "skewed", None, note)
     age = max(0.0, age)
     if reported_role is None or age > stale_after:
-        was_primary = reported_role == PRIMARY
+        was_primary = (reported_role or last_role) == PRIMARY
         if redis_ok:
             role = DOWN_WAS_PRIMARY if was_primary else DOWN
         else:

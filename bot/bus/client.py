@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import logging
 import time
 import uuid
@@ -308,7 +309,8 @@ class Bus:
             pipe.set(self.keys.node(record.id), value, px=_ms(3 * self.lease_ttl))
             pipe.sadd(self.keys.nodes, record.id)
             if record.last_seen > 0:
-                pipe.hset(self.keys.seen, record.id, repr(record.last_seen))
+                seen = json.dumps({"t": record.last_seen, "role": record.role})
+                pipe.hset(self.keys.seen, record.id, seen)
             if changed:
                 pipe.publish(self.keys.wake, "record")
             await pipe.execute()
@@ -334,15 +336,18 @@ class Bus:
             records[node_id] = record
         return records
 
-    async def last_seen_times(self) -> dict[str, float]:
-        """Node id -> wall time of its last record, also for records that have expired."""
+    async def last_seen_times(self) -> dict[str, tuple[float, str | None]]:
+        """Node id -> (wall time of its last record, the role it said), also for records
+        that have expired."""
         raw: Any = await self._run("read last-seen times", lambda: self._r.hgetall(self.keys.seen))
-        times: dict[str, float] = {}
+        times: dict[str, tuple[float, str | None]] = {}
         for key, value in dict(raw).items():
             try:
-                times[_text(key)] = float(_text(value))
-            except ValueError:
+                obj = json.loads(_text(value))
+                at, role = float(obj["t"]), obj.get("role")
+            except (ValueError, TypeError, KeyError):
                 continue  # not ours to repair; the record itself still counts
+            times[_text(key)] = (at, role if isinstance(role, str) else None)
         return times
 
     # ------------------------------------------------------------------ controls

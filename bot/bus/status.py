@@ -23,13 +23,13 @@ def build_status(
     stale_after: float,
     source: str = "redis",
     redis_ok: bool = True,
-    seen: Mapping[str, float] | None = None,
+    seen: Mapping[str, tuple[float, str | None]] | None = None,
     local: NodeRecord | None = None,
     problems: Iterable[str] = (),
 ) -> Status:
     """One JSON-ready object; ``lease``/``controls`` None when they could not be read.
 
-    ``seen``: the last-seen wall times that outlive expired records; ``local``: the
+    ``seen``: the last-seen wall times (and roles) that outlive expired records; ``local``: the
     answering node's own live record (written now). Roles and ages follow
     ``bot.statusview``.
     """
@@ -49,10 +49,12 @@ def build_status(
     nodes: list[NodeStatus] = []
     for node_id in sorted({*node_ids, *records}):
         rec = records.get(node_id)
-        written = rec.last_seen if rec is not None and rec.last_seen > 0 else seen.get(node_id)
+        last_written, last_role = seen.get(node_id, (None, None))
+        written = rec.last_seen if rec is not None and rec.last_seen > 0 else last_written
         view = view_node(
             node_id=node_id,
             reported_role=rec.role if rec else None,
+            last_role=rec.role if rec else last_role,
             written_at=written,
             holder=holder,
             lease_epoch=current.epoch if current is not None else None,

@@ -87,8 +87,11 @@ async def settled(c: Cluster) -> tuple[str, str]:
 async def test_page_on_a_real_cluster_through_a_host_death(lab: Cluster, tmp_path: Path) -> None:
     primary, standby = await settled(lab)
     url = lab.nodes[standby].api + "/"
-    st = await real_status(url)
-    assert st["serving"] == [primary], st
+
+    async def serving() -> bool:
+        return (await real_status(url))["serving"] == [primary]
+
+    await wait_for(serving, within=10, what=f"{standby}'s /status to show {primary} serving")
     async with Browser(tmp_path / "profile") as browser:
         await browser.navigate(url)
 
@@ -148,6 +151,15 @@ async def test_page_on_a_real_cluster_through_a_host_death(lab: Cluster, tmp_pat
             return float(await browser.evaluate(SEEN.replace("{node}", primary))) > first + 0.5
 
         await wait_for(grew, within=5, what="the dead node's last seen to grow")
+
+        # Snapshots keep coming without events: the new primary's test calls show up.
+        async def test_call_shown() -> bool:
+            text = await browser.evaluate(
+                f"document.querySelector('#nodes [data-node={standby}]').innerText"
+            )
+            return "last test call answered" in text
+
+        await wait_for(test_call_shown, within=10, what="the new primary's test call")
         outcome = await browser.evaluate(
             "(() => { const e = document.querySelector('[data-outcome]');"
             " return [e.dataset.outcome, getComputedStyle(e).color]; })()"

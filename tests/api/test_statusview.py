@@ -72,6 +72,12 @@ def view(**kw: Any):  # type: ignore[no-untyped-def]
         ),
         # Its record expired from Redis; the last-seen time outlives it.
         ({"reported_role": None, "written_at": NOW - 60}, DOWN, "missing", 60.0),
+        (
+            {"reported_role": None, "written_at": NOW - 60, "last_role": "primary"},
+            DOWN_WAS_PRIMARY,
+            "missing",
+            60.0,
+        ),
         ({"reported_role": None, "written_at": None}, DOWN, "missing", None),
         ({"reported_role": None, "written_at": None, "redis_ok": False}, UNKNOWN, "missing", None),
         # A writer's clock a little ahead (within the tolerance): age 0, live.
@@ -129,7 +135,7 @@ def status(
     records: dict[str, NodeRecord],
     *,
     holder: str | None = "a",
-    seen: dict[str, float] | None = None,
+    seen: dict[str, tuple[float, str | None]] | None = None,
     redis_ok: bool = True,
     local: NodeRecord | None = None,
 ) -> dict[str, Any]:
@@ -180,9 +186,11 @@ def test_the_dead_old_primary_is_down_and_its_age_keeps_growing_after_expiry() -
     assert dead["stale"] and dead["healthy"] is None and dead["ready"] is None
     assert dead["last_seen_seconds"] == 6.0
     # Later the record expired; the last-seen time remains.
-    st = status({"b": recs["b"]}, holder="b", seen={"a": NOW - 60})
-    assert roles(st)["a"] == DOWN and st["nodes"][0]["last_seen_seconds"] == 60.0
+    st = status({"b": recs["b"]}, holder="b", seen={"a": (NOW - 60, "primary")})
+    assert roles(st)["a"] == DOWN_WAS_PRIMARY and st["nodes"][0]["last_seen_seconds"] == 60.0
     assert st["nodes"][0]["freshness"] == "missing"
+    st = status({"b": recs["b"]}, holder="b", seen={"a": (NOW - 60, "standby")})
+    assert roles(st)["a"] == DOWN
 
 
 def test_redis_down_answer_marks_other_nodes_unknown_but_the_answering_node_live() -> None:
