@@ -84,6 +84,9 @@ def _read_secret(path: str | None) -> str:
 
 def _run(args: argparse.Namespace) -> int:
     secret = _read_secret(args.secret_file)
+    if args.ari_port is not None:
+        # Before the fork, so the daemon's ports open without waiting on this import.
+        import ami.ari_simulator  # noqa: F401
     if args.daemon:
         if not args.pidfile:
             raise CannotRun("--daemon needs --pidfile")
