@@ -9,6 +9,7 @@ the one after the takeover is also written to ``docs/status-page.png``.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 import time
@@ -92,6 +93,14 @@ async def test_page_on_a_real_cluster_through_a_host_death(lab: Cluster, tmp_pat
         return (await real_status(url))["serving"] == [primary]
 
     await wait_for(serving, within=10, what=f"{standby}'s /status to show {primary} serving")
+    # The SSE snapshots are the same contract.
+    async with aiohttp.ClientSession() as session, session.get(url + "events") as resp:
+        async with asyncio.timeout(10):
+            while not (await resp.content.readline()).startswith(b"event: status"):
+                pass
+            frame = (await resp.content.readline()).decode()
+    assert frame.startswith("data: ")
+    VALIDATOR.validate(json.loads(frame[len("data: ") :]))
     async with Browser(tmp_path / "profile") as browser:
         await browser.navigate(url)
 

@@ -100,6 +100,9 @@ def test_status_ages_and_check_exit_codes_through_the_states(cluster: Cluster) -
     cluster.redis.kill()
     line = wait_check(cluster, standby, 1, 15)
     assert "Redis unreachable" in line, line
+    st = status_json(cluster, standby)  # merged from both bots' own answers
+    assert st["source"].startswith("peer") and "redis_error" in st
+    assert st["serving"] == [primary] and by_id(st)[standby]["role"] == "standby"
     cluster.redis.start()
     wait_check(cluster, standby, 0, 30)
 
