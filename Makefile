@@ -62,6 +62,7 @@ bench: deps
 docs: $(STAMP)
 	$(PY) -m bot.configdoc --write README.md
 	$(PY) -m bot.ha.table > docs/roles.md
+	$(PY) -m bot.statuscontract > docs/status.schema.json
 
 clean:
 	rm -rf $(VENV) .deps .mypy_cache .ruff_cache

@@ -182,6 +182,8 @@ class AsteriskSimulator:
         self._call_seq = 0
         self._uid_seq = 0
         self.stopped = asyncio.Event()
+        # Control commands of parts served alongside (the ARI server of the same "Asterisk").
+        self.commands: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {}
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -824,6 +826,8 @@ class AsteriskSimulator:
             if mode not in ("all", "spans", "channels", "none"):
                 raise ValueError("mode must be all, spans, channels or none")
             self.report_alarms = mode
+        elif isinstance(name, str) and name in self.commands:
+            return {**self.state(), **self.commands[name](cmd)}
         elif name != "state":
             raise ValueError(f"unknown command {name!r}")
         return self.state()

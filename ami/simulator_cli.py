@@ -19,9 +19,13 @@ import signal
 import socket
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ami.simulator import AsteriskSimulator
 from bot.commands.base import EXIT_OK, CannotRun, CommandFailed
+
+if TYPE_CHECKING:
+    from ami.ari_simulator import AriSimulator
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +51,15 @@ def register_simulate(simsub: argparse._SubParsersAction) -> None:
         help="the user's manager.conf write classes, e.g. originate,reporting (default: all)",
     )
     p.add_argument("--control-port", type=int, metavar="C", help="JSON-lines control port")
+    p.add_argument(
+        "--ari-port",
+        type=int,
+        metavar="P",
+        help="also serve ARI (the ARI simulator) on this port, living and dying with this "
+        "Asterisk; control commands ari_stall, ari_unstall",
+    )
+    p.add_argument("--ari-username", default="failover", help="ARI user")
+    p.add_argument("--ari-password-file", metavar="F", help="file with the ARI password")
     p.add_argument(
         "--report-alarms",
         choices=["all", "spans", "channels", "none"],
@@ -79,6 +92,9 @@ def _read_secret(path: str | None) -> str:
 
 def _run(args: argparse.Namespace) -> int:
     secret = _read_secret(args.secret_file)
+    if args.ari_port is not None:
+        # Before the fork, so the daemon's ports open without waiting on this import.
+        import ami.ari_simulator  # noqa: F401
     if args.daemon:
         if not args.pidfile:
             raise CannotRun("--daemon needs --pidfile")
@@ -131,10 +147,26 @@ async def _serve(args: argparse.Namespace, secret: str) -> int:
         report_alarms=args.report_alarms,
         write=args.write.split(",") if args.write else None,
     )
+    ari: AriSimulator | None = None
+    if args.ari_port is not None:
+        # Imported here: the status and stop verbs run on the failover path, where the
+        # import of aiohttp would cost them hundreds of milliseconds.
+        from ami.ari_simulator import AriSimulator
+
+        server = AriSimulator(
+            args.host, args.ari_port, args.ari_username, _read_secret(args.ari_password_file)
+        )
+        sim.commands["ari_stall"] = lambda cmd: _ari_stall(server, True)
+        sim.commands["ari_unstall"] = lambda cmd: _ari_stall(server, False)
+        ari = server
     try:
+        if ari is not None:
+            await ari.start()
         await sim.start()
     except OSError as exc:
-        raise CannotRun(f"cannot listen on port {args.port}: {exc.strerror or exc}") from None
+        if ari is not None:
+            await ari.stop()
+        raise CannotRun(f"cannot listen: {exc.strerror or exc}") from None
     loop = asyncio.get_running_loop()
     tasks: set[asyncio.Task[None]] = set()
 
@@ -156,10 +188,18 @@ async def _serve(args: argparse.Namespace, secret: str) -> int:
     try:
         await sim.stopped.wait()
     finally:
+        if ari is not None:
+            await ari.stop()
         if args.pidfile and _pid_in(args.pidfile) == os.getpid():
             with contextlib.suppress(OSError):
                 os.unlink(args.pidfile)
     return EXIT_OK
+
+
+def _ari_stall(ari: AriSimulator, on: bool) -> dict[str, bool]:
+    """A hung ARI: requests held unanswered (on), or answered again (off)."""
+    ari.stall(on)
+    return {"ari_stalled": on}
 
 
 def _write_pidfile(path: str) -> None:

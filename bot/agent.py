@@ -26,7 +26,7 @@ from ami.client import AmiClient
 from bot import __version__
 from bot.actions.asterisk import AsteriskService
 from bot.actions.drbd import Drbd
-from bot.actions.pstn import Pstn
+from bot.actions.pstn import Pstn, heartbeat_wanted
 from bot.actions.vip import Vip
 from bot.api import create_app, start_api
 from bot.boottime import boottime
@@ -153,6 +153,9 @@ class Agent:
         self._snapshot: dict[str, Any] = {}
         self._last_lease: LeaseRead | None = None
         self._records: dict[str, NodeRecord] = {}
+        # node -> (wall time, role) of its last record read: outlives the record's expiry
+        self._seen: dict[str, tuple[float, str | None]] = {}
+        self._drbd_states: list[dict[str, str]] = []
         self._controls: Any = None
         self._redis_ok = False
         self._ready: tuple[bool, list[str]] = (False, ["not checked yet"])
@@ -187,6 +190,9 @@ class Agent:
         try:
             await self._open()
             await self._probe_once()  # rule 7 needs to know what runs here before deciding
+            # Ready (and so watched) only now: the first probe runs service commands that
+            # may take longer than WatchdogSec on a loaded host; nothing is held before it.
+            self.sd.ready(f"{self.me}: starting")
             self._spawn("probe", self._probe_loop())
             self._spawn("cycle", self._cycle_loop())
             self._spawn("renewal", self._renewal_loop())
@@ -257,6 +263,7 @@ class Agent:
             self.cfg.redis.password_file,
         ]
         secrets += [self.cfg.ami.secret_file] + [h.url_file for h in self.cfg.notify.webhooks]
+        secrets += [self.cfg.ari.password_file] if self.cfg.ari is not None else []
         peer_server = None
         if self.cfg.cluster.secret_file is not None and self.peer_id:
             peer_server = PeerServer(
@@ -296,7 +303,6 @@ class Agent:
             await self.link.start()
             if self.pstn is not None:
                 self._job("rseries_configure", self._rseries_configure())
-        self.sd.ready(f"{self.me}: starting")
         self.event("start", f"{self.me} started (version {__version__})")
 
     async def _shutdown(self) -> None:
@@ -386,6 +392,9 @@ class Agent:
             self.outdated_on_bus = self.me in controls_r.outdated
         if isinstance(records_r, dict):
             self._records = records_r
+            self._seen.update(
+                {k: (r.last_seen, r.role) for k, r in records_r.items() if r.last_seen > 0}
+            )
         verdict = self.health.verdict(self.ha.role, self.pstn_routed_at())
         self._report_health(verdict)
         ctl = self._controls if not isinstance(controls_r, BaseException) else None
@@ -483,6 +492,10 @@ class Agent:
         if isinstance(drbd_r, list):
             for res in drbd_r:
                 self.metrics.set_drbd(res.name, role=res.role, disk_state=res.disk)
+            self._drbd_states = [
+                {"name": r.name, "role": r.role, "disk": r.disk, "connection": r.connection}
+                for r in drbd_r
+            ]
         if not isinstance(local_r, BaseException):
             self._local = local_r
         else:
@@ -711,6 +724,7 @@ class Agent:
 
     async def _restart_asterisk(self) -> None:
         try:
+            self.health.note_asterisk_start()
             await self.asterisk.restart()
             if self.ami is not None:
                 self.ami.kick()
@@ -880,9 +894,24 @@ class Agent:
         if now - self._last_record < RECORD_INTERVAL and self._last_record:
             return
         self._last_record = now
+        record = self._record()
+        try:
+            await self.bus.publish_node_record(record)
+        except BusError as exc:
+            log.debug("record not published: %s", exc)
+
+    def _record(self) -> NodeRecord:
+        """This node's record: its live view, stamped with when it was written (wall
+        clock, for display) and how it saw the lease then."""
         verdict = self.health.last
         ready, ready_reasons = self._ready
-        record = NodeRecord(
+        lease = self._last_lease.lease if self._last_lease is not None else None
+        until = (
+            holder_valid_until(self.own, self.promise_until, self.ha_cfg)
+            if self.own is not None
+            else None
+        )
+        return NodeRecord(
             id=self.me,
             role=self.ha.role,
             healthy=verdict.healthy,
@@ -892,12 +921,16 @@ class Agent:
             epoch=self.ha.epoch,
             version=__version__,
             settings_hash=self.cfg.settings_hash(),
+            last_seen=time.time(),
             extra=self._extra(),
+            lease_view={
+                "holder": self.me if self.own is not None else (lease.holder if lease else None),
+                "epoch": self.own.epoch
+                if self.own is not None
+                else (lease.epoch if lease else None),
+                "remaining": None if until is None else round(max(0.0, until - self.clock()), 3),
+            },
         )
-        try:
-            await self.bus.publish_node_record(record)
-        except BusError as exc:
-            log.debug("record not published: %s", exc)
 
     def _extra(self) -> dict[str, Any]:
         state = self.link.state if self.link is not None else None
@@ -910,7 +943,15 @@ class Agent:
                 "active": getattr(state, "active", None),
                 "mode": getattr(state, "mode", None),
                 "host": self.cfg.node.rseries_host,
+                "heartbeat": self.cfg.rseries is not None
+                and heartbeat_wanted(
+                    primary=acts_as_primary(self.ha, self.clock()),
+                    ready=self._ready[0],
+                    standby_heartbeat=self.cfg.rseries.standby_heartbeat,
+                    paused=self.ha.role == "paused",
+                ),
             },
+            "drbd": self._drbd_states,
             "last_takeover": self.last_takeover,
             "services": {
                 "vip": self._local.vip_present,
@@ -918,6 +959,7 @@ class Agent:
                 "drbd_primary": self._local.drbd_primary,
             },
             "degraded": self.ha.degraded,
+            "asterisk": self.health.asterisk_status(),
         }
 
     def _update_metrics(self, now: float) -> None:
@@ -956,26 +998,24 @@ class Agent:
 
     def status(self) -> dict[str, Any]:
         ids = [self.me, *self.cfg.peer_ids]
-        records = dict(self._records)
-        obj = build_status(
-            cluster=self.cfg.cluster.name,
-            node_ids=ids,
-            # With Redis down, the last read is all there is: shown, and said to be old.
-            lease=self._last_lease,
-            records=records,
-            controls=self._controls if self._redis_ok else None,
-            now_wall=time.time(),
-            now_clock=self.clock(),
-            source="redis" if self._redis_ok else f"node {self.me} (Redis unreachable)",
-            problems=[] if self._redis_ok else ["Redis unreachable"],
+        obj: dict[str, Any] = dict(
+            build_status(
+                cluster=self.cfg.cluster.name,
+                node_ids=ids,
+                # With Redis down, the last read is all there is: shown, and said to be old.
+                lease=self._last_lease,
+                records=dict(self._records),
+                controls=self._controls if self._redis_ok else None,
+                now_wall=time.time(),
+                now_clock=self.clock(),
+                stale_after=self.cfg.cluster.lease_ttl + self.cfg.cluster.renew_interval,
+                source="redis" if self._redis_ok else f"node {self.me} (Redis unreachable)",
+                redis_ok=self._redis_ok,
+                seen=self._seen,
+                local=self._record(),
+                problems=[] if self._redis_ok else ["Redis unreachable"],
+            )
         )
-        for node in obj["nodes"]:
-            if node["id"] == self.me:
-                node["role"] = self.ha.role
-                node["healthy"] = self.health.last.healthy
-                node["health_reasons"] = list(self.health.last.reasons)
-                node["ready"], node["ready_reasons"] = self._ready[0], list(self._ready[1])
-                node["extra"] = self._extra()
         if not self._redis_ok and self.own is not None:
             obj["holder"], obj["epoch"] = self.me, self.own.epoch
             until = holder_valid_until(self.own, self.promise_until, self.ha_cfg)

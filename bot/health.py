@@ -4,6 +4,13 @@ The caller gathers plain values (AMI link state, Ping, FullyBooted/Shutdown,
 the critical spans' alarms, test-call streak, ARI) with the times they changed,
 and asks for a verdict at ``now``. Each signal has its own grace period, so a
 blip does not count; every "no" comes with a reason sentence that has numbers.
+
+Every one of these signals depends on Asterisk running, so each is judged by one
+rule (``counts_from``): from the later of its own last change and the current
+Asterisk's start. A failure that began before this Asterisk started (on a
+standby, whose Asterisk is stopped by design, or before a restart) belongs to
+an Asterisk that is gone; it counts only once its grace has passed since the
+start.
 """
 
 from __future__ import annotations
@@ -50,6 +57,7 @@ class HealthInputs:
     spans: tuple[SpanState, ...] = ()
     spans_routed_at: float | None = None  # when the spans were last routed here
     test_call_failures: int = 0  # failed test calls in a row
+    test_call_failing_since: float | None = None  # when the first of them failed
     ari_ok: bool | None = None  # None: ARI not configured
     ari_since: float = 0.0  # when ari_ok last changed
 
@@ -94,6 +102,25 @@ class Verdict:
     healthy: bool
     reasons: tuple[str, ...] = ()  # why unhealthy (failover-worthy)
     alerts: tuple[str, ...] = ()  # worth telling people, not worth a failover
+    notes: tuple[str, ...] = ()  # what was not judged, and why (shown in status)
+
+
+STANDBY_NOTE = "Asterisk stopped on this standby by design: AMI, ARI and test calls not judged"
+
+
+def standby_verdict(role: str = "standby") -> Verdict:
+    """A node that is not primary runs no Asterisk of its own on purpose (or is starting
+    or stopping it): its AMI and ARI failing is no problem of its own (its readiness is
+    what it reports)."""
+    if role == "standby":
+        return Verdict(True, notes=(STANDBY_NOTE,))
+    return Verdict(True, notes=(f"Asterisk not judged while {role}",))
+
+
+def counts_from(changed_at: float, started_at: float | None) -> float:
+    """When an Asterisk-dependent signal's current state starts to count: the later of
+    its own last change and the current Asterisk's start (None: not known)."""
+    return changed_at if started_at is None else max(changed_at, started_at)
 
 
 def evaluate(inputs: HealthInputs, policy: HealthPolicy, now: float) -> Verdict:
@@ -102,11 +129,9 @@ def evaluate(inputs: HealthInputs, policy: HealthPolicy, now: float) -> Verdict:
     _ami(inputs, policy, now, reasons)
     _asterisk(inputs, policy, now, reasons, alerts)
     _spans(inputs, policy, now, reasons, alerts)
-    limit = policy.test_call_failures
-    if limit and inputs.test_call_failures >= limit:
-        reasons.append(f"{inputs.test_call_failures} test calls failed in a row (limit {limit})")
+    _test_calls(inputs, policy, reasons)
     if inputs.ari_ok is False:
-        down = now - inputs.ari_since
+        down = now - counts_from(inputs.ari_since, inputs.asterisk_started_at)
         if down >= policy.ari_grace:
             reasons.append(f"ARI ping failing for {down:.1f} s")
     return Verdict(not reasons, tuple(reasons), tuple(alerts))
@@ -115,16 +140,25 @@ def evaluate(inputs: HealthInputs, policy: HealthPolicy, now: float) -> Verdict:
 def _ami(i: HealthInputs, p: HealthPolicy, now: float, reasons: list[str]) -> None:
     started = i.asterisk_started_at
     if not i.ami_up:
-        # A freshly started Asterisk gets the grace from its start, not from the old outage.
-        down = now - max(i.ami_since, started if started is not None else i.ami_since)
+        down = now - counts_from(i.ami_since, started)
         if down >= p.ami_grace:
             reasons.append(f"AMI link down for {down:.1f} s")
         return
     # A link that is up but stopped answering Ping is dead from when the reply was due.
-    last = i.last_ping_ok_at if i.last_ping_ok_at is not None else i.ami_since
+    last = counts_from(i.last_ping_ok_at if i.last_ping_ok_at is not None else i.ami_since, started)
     dead_since = last + p.ping_interval + p.ping_timeout
     if now - dead_since >= p.ami_grace:
         reasons.append(f"AMI Ping unanswered for {now - last:.1f} s")
+
+
+def _test_calls(i: HealthInputs, p: HealthPolicy, reasons: list[str]) -> None:
+    limit = p.test_call_failures
+    if not limit or i.test_call_failures < limit:
+        return
+    since = i.test_call_failing_since
+    if since is not None and counts_from(since, i.asterisk_started_at) != since:
+        return  # the streak began on an Asterisk that is gone: each start begins afresh
+    reasons.append(f"{i.test_call_failures} test calls failed in a row (limit {limit})")
 
 
 def _asterisk(
@@ -132,11 +166,14 @@ def _asterisk(
 ) -> None:
     if i.fully_booted:
         return
-    if i.shutdown is not None:
-        if not i.shutdown.restart:
+    shutdown = i.shutdown
+    if shutdown is not None and counts_from(shutdown.at, i.asterisk_started_at) != shutdown.at:
+        shutdown = None  # said by an Asterisk stopped before the current one started
+    if shutdown is not None:
+        if not shutdown.restart:
             reasons.append("Asterisk shut down (Shutdown with Restart: False)")
             return
-        waited = now - i.shutdown.at
+        waited = now - shutdown.at
         if waited > p.boot_timeout + p.boot_grace:
             reasons.append(f"Asterisk restart not FullyBooted after {waited:.1f} s")
         else:
@@ -153,8 +190,11 @@ def _spans(
 ) -> None:
     if not p.critical_spans:
         return
-    if i.spans_routed_at is None or now - i.spans_routed_at < p.span_grace:
-        # Framing takes time after a route; a fresh red alarm must not bounce the service.
+    if i.spans_routed_at is None:
+        return
+    if now - counts_from(i.spans_routed_at, i.asterisk_started_at) < p.span_grace:
+        # Framing takes time after a route (and after Asterisk starts): a fresh red
+        # alarm must not bounce the service.
         return
     states = {s.span: s for s in i.spans}
     failing: list[str] = []
@@ -163,7 +203,8 @@ def _spans(
         if state is None or state.alarm is None:
             continue
         action = p.span_policy.get(state.alarm, "alert")
-        text = f"span {span} {state.alarm} alarm for {now - state.since:.1f} s"
+        on_for = now - counts_from(state.since, i.asterisk_started_at)
+        text = f"span {span} {state.alarm} alarm for {on_for:.1f} s"
         if action == "failover":
             failing.append(text)
         elif action == "alert":

@@ -21,7 +21,15 @@ from ami.events import AmiEvent
 from ami.spans import SpanModel
 from ami.testcall import run_test_call
 from bot.config import Config
-from bot.health import HealthInputs, HealthPolicy, Shutdown, SpanState, Verdict, evaluate
+from bot.health import (
+    HealthInputs,
+    HealthPolicy,
+    Shutdown,
+    SpanState,
+    Verdict,
+    evaluate,
+    standby_verdict,
+)
 from bot.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -48,10 +56,15 @@ class HealthMonitor:
         self.policy = HealthPolicy.from_config(cfg)
         self.active_calls: int | None = None
         self.test_call_streak = 0
+        self.test_call_failing_since: float | None = None
         self.last_test_call: dict[str, Any] | None = None
+        self.last_test_call_at: float | None = None  # wall clock
         self.last = Verdict(True)
         self.role = "starting"
         self.serving_since: float | None = None
+        # When the current Asterisk was started (serving began, or a restart): every
+        # Asterisk-dependent input is judged from no earlier than this.
+        self.asterisk_started_at: float | None = None
         self._ami_up = False
         self._last_rtt: float | None = None
         self._reconnects = 0
@@ -65,10 +78,11 @@ class HealthMonitor:
         now = self.clock()
         if role in PRIMARY_ROLES and self.role not in PRIMARY_ROLES:
             self.serving_since = now
+            self.note_asterisk_start(now)
         self.role = role
         if role not in PRIMARY_ROLES:
             # A standby's Asterisk is stopped by design: only the primary needs it.
-            self.last = Verdict(True)
+            self.last = standby_verdict(role)
             return self.last
         ami = self.ami
         up = ami is not None and ami.connected
@@ -92,16 +106,46 @@ class HealthMonitor:
             last_ping_ok_at=now if up else None,
             ping_rtt=ami.last_ping_rtt if ami is not None else None,
             fully_booted=booted,
-            asterisk_started_at=self.serving_since,
+            asterisk_started_at=self.asterisk_started_at,
             shutdown=shutdown,
             spans=spans,
             spans_routed_at=routed_at if routed_at is not None else self.serving_since,
             test_call_failures=self.test_call_streak,
+            test_call_failing_since=self.test_call_failing_since,
             ari_ok=self.ari.ok if self.ari is not None else None,
             ari_since=self.ari.ok_since if self.ari is not None else 0.0,
         )
         self.last = evaluate(inputs, self.policy, now)
         return self.last
+
+    def note_asterisk_start(self, at: float | None = None) -> None:
+        """A new Asterisk starts (serving began, or a restart): a test-call failure
+        streak of the previous one does not carry over."""
+        self.asterisk_started_at = self.clock() if at is None else at
+        self.test_call_streak = 0
+        self.test_call_failing_since = None
+
+    def asterisk_status(self) -> dict[str, Any]:
+        """What the status shows of the local Asterisk and of what was judged."""
+        ami = self.ami
+        ari = self.ari
+        now = self.clock()
+        started = self.asterisk_started_at
+        return {
+            "expected": self.role in PRIMARY_ROLES,
+            "ami_up": ami is not None and ami.connected,
+            "fully_booted": ami is not None and ami.state is AmiState.FULLY_BOOTED,
+            "ami_ping_ms": None
+            if ami is None or ami.last_ping_rtt is None
+            else round(ami.last_ping_rtt * 1000, 1),
+            "ari_ok": None if ari is None else ari.ok,
+            "started_seconds_ago": None if started is None else round(now - started, 1),
+            "active_calls": self.active_calls,
+            "test_call_streak": self.test_call_streak,
+            "last_test_call": self.last_test_call,
+            "last_test_call_at": self.last_test_call_at,
+            "notes": list(self.last.notes),
+        }
 
     def spans_up(self) -> bool:
         """No critical span in a red alarm (the takeover's last check)."""
@@ -192,7 +236,9 @@ class HealthMonitor:
             await asyncio.sleep(tc.interval)
             if self.role not in PRIMARY_ROLES or self.ami.state is not AmiState.FULLY_BOOTED:
                 self.test_call_streak = 0
+                self.test_call_failing_since = None
                 continue
+            placed_at = self.clock()
             try:
                 result = await run_test_call(self.ami, tc)
             except AmiError as exc:
@@ -202,9 +248,13 @@ class HealthMonitor:
             if result.setup_seconds is not None:
                 self.metrics.test_call_setup.observe(result.setup_seconds)
             self.last_test_call = result.as_dict()
+            self.last_test_call_at = time.time()
             if result.answered:
                 self.test_call_streak = 0
+                self.test_call_failing_since = None
             else:
+                if self.test_call_streak == 0:
+                    self.test_call_failing_since = placed_at
                 self.test_call_streak += 1
                 log.warning("test call %s: %s", result.outcome, result.reason)
             with contextlib.suppress(Exception):

@@ -24,6 +24,7 @@ from bot.api import requests as rq
 from bot.api.protocols import ControlSink, NodeView, PeerHandler
 from bot.config import Secret
 from bot.peer import SIGNATURE_HEADER
+from bot.statusview import PAGE_TABLE_MARK, status_table_html
 
 log = logging.getLogger(__name__)
 
@@ -78,12 +79,14 @@ class _Settings:
         page: bytes,
         keepalive: float,
         max_streams: int,
+        status_interval: float,
     ) -> None:
         self.token = token
         self.nodes = tuple(nodes)
         self.render = renderer
         self.page = page
         self.keepalive = keepalive
+        self.status_interval = status_interval
         self.max_streams = max_streams
         self.streams = 0
         self.closing = asyncio.Event()
@@ -157,7 +160,14 @@ async def _metrics(request: web.Request) -> web.Response:
 
 
 async def _page(request: web.Request) -> web.Response:
-    resp = web.Response(body=_settings(request).page, content_type="text/html", charset="utf-8")
+    s = _settings(request)
+    try:
+        table = status_table_html(request.app[VIEW].status())
+    except Exception as exc:  # the page still loads; the script fetches /status itself
+        log.error("status table failed: %s", type(exc).__name__, exc_info=True)
+        table = "<p>status unavailable</p>"
+    body = s.page.replace(PAGE_TABLE_MARK, s.render.scrub(table).encode())
+    resp = web.Response(body=body, content_type="text/html", charset="utf-8")
     resp.headers["Content-Security-Policy"] = (
         "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
         "connect-src 'self'; img-src data:"
@@ -205,13 +215,21 @@ async def _events(request: web.Request) -> web.StreamResponse:
         while True:
             if nxt is None:
                 nxt = asyncio.ensure_future(_next(it))
+            # A status frame every status_interval: ages and roles change with time
+            # alone (a dead node turns stale), not only with events.
+            periodic = 0 < s.status_interval < s.keepalive
             done, _ = await asyncio.wait(
-                {nxt, closer}, timeout=s.keepalive, return_when=asyncio.FIRST_COMPLETED
+                {nxt, closer},
+                timeout=s.status_interval if periodic else s.keepalive,
+                return_when=asyncio.FIRST_COMPLETED,
             )
             if closer in done:
                 break
             if nxt not in done:
-                await resp.write(b": keepalive\n\n")
+                if periodic:
+                    await resp.write(_frame("status", s.render.text(view.status())))
+                else:
+                    await resp.write(b": keepalive\n\n")
                 continue
             more, event = nxt.result()
             nxt = None
@@ -348,6 +366,7 @@ def create_app(
     secrets: Iterable[Secret | None] = (),
     sse_keepalive: float = 15.0,
     max_event_streams: int = 32,
+    sse_status_interval: float = 1.0,
 ) -> web.Application:
     """The API application.
 
@@ -362,7 +381,13 @@ def create_app(
     app[PEER] = peer
     app[REGISTRY] = registry
     app[SETTINGS] = _Settings(
-        token, nodes, _Renderer(known), _load_page(), sse_keepalive, max_event_streams
+        token,
+        nodes,
+        _Renderer(known),
+        _load_page(),
+        sse_keepalive,
+        max_event_streams,
+        sse_status_interval,
     )
     app.on_shutdown.append(_on_shutdown)
     app.router.add_get("/", _page)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import logging
 import time
 import uuid
@@ -307,6 +308,9 @@ class Bus:
             pipe = self._r.pipeline(transaction=True)
             pipe.set(self.keys.node(record.id), value, px=_ms(3 * self.lease_ttl))
             pipe.sadd(self.keys.nodes, record.id)
+            if record.last_seen > 0:
+                seen = json.dumps({"t": record.last_seen, "role": record.role})
+                pipe.hset(self.keys.seen, record.id, seen)
             if changed:
                 pipe.publish(self.keys.wake, "record")
             await pipe.execute()
@@ -331,6 +335,20 @@ class Bus:
             self._see(record.epoch)
             records[node_id] = record
         return records
+
+    async def last_seen_times(self) -> dict[str, tuple[float, str | None]]:
+        """Node id -> (wall time of its last record, the role it said), also for records
+        that have expired."""
+        raw: Any = await self._run("read last-seen times", lambda: self._r.hgetall(self.keys.seen))
+        times: dict[str, tuple[float, str | None]] = {}
+        for key, value in dict(raw).items():
+            try:
+                obj = json.loads(_text(value))
+                at, role = float(obj["t"]), obj.get("role")
+            except (ValueError, TypeError, KeyError):
+                continue  # not ours to repair; the record itself still counts
+            times[_text(key)] = (at, role if isinstance(role, str) else None)
+        return times
 
     # ------------------------------------------------------------------ controls
 
@@ -499,7 +517,8 @@ def _event(entry: Any) -> dict[str, Any]:
 def _without_last_seen(record: NodeRecord) -> NodeRecord:
     from dataclasses import replace
 
-    return replace(record, last_seen=0.0)
+    # The lease view's remaining time changes with every write, like last_seen.
+    return replace(record, last_seen=0.0, lease_view={})
 
 
 __all__ = ["Bus", "BusCorrupt", "BusError", "BusUnavailable"]

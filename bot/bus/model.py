@@ -55,6 +55,12 @@ class Keys:
     def node(self, node_id: str) -> str:
         return f"{self.prefix}:node:{node_id}"
 
+    @property
+    def seen(self) -> str:
+        """Hash node id -> wall time of its last record; kept when the record expires, so
+        a dead node is still shown with how long ago it was last seen."""
+        return f"{self.prefix}:seen"
+
 
 @dataclass(frozen=True)
 class Lease:
@@ -116,8 +122,10 @@ class NodeRecord:
     epoch: int | None = None
     version: str = ""
     settings_hash: str = ""
-    last_seen: float = 0.0  # wall clock, for display only
+    last_seen: float = 0.0  # wall clock when written, for display only
     extra: dict[str, Any] = field(default_factory=dict)
+    # The writer's own view of the lease when it wrote: holder, epoch, remaining seconds.
+    lease_view: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -167,6 +175,7 @@ def encode_record(record: NodeRecord) -> str:
             "settings_hash": record.settings_hash,
             "last_seen": record.last_seen,
             "extra": record.extra,
+            "lease_view": record.lease_view,
         }
     )
 
@@ -292,6 +301,7 @@ def decode_record(key: str, raw: bytes | str) -> NodeRecord:
         settings_hash=f.text("settings_hash"),
         last_seen=f.number("last_seen"),
         extra=f.mapping("extra"),
+        lease_view=f.mapping("lease_view"),
     )
 
 

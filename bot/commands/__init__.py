@@ -25,6 +25,7 @@ COMMAND_MODULES: dict[str, tuple[str, ...]] = {
         "clear-failed",
         "events",
     ),
+    "check": ("check",),
     "actions": ("fence-local", "drbd-fence-peer"),
     "ami": ("test-call", "ami"),
     "rseries": ("rseries",),

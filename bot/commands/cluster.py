@@ -19,7 +19,7 @@ from typing import Any
 import aiohttp
 
 from bot.bus import Bus, BusCorrupt, BusError
-from bot.bus.status import build_status
+from bot.bus.status import build_status, merge_answers
 from bot.commands.base import CannotRun, CommandFailed, add_config_arg, config_from_args, run_async
 from bot.config import Config, parse_duration
 
@@ -30,6 +30,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("status", help="nodes, roles, lease, epoch, health")
     add_config_arg(p)
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument(
+        "--watch",
+        nargs="?",
+        const=1.0,
+        type=_duration,
+        metavar="S",
+        help="print it again every S seconds (default 1) until Ctrl-C",
+    )
     p.set_defaults(handler=run_async(status))
 
     p = sub.add_parser("switchover", help="hand the primary role to NODE (planned)")
@@ -116,16 +124,26 @@ async def read_status(cfg: Config, bus: Bus) -> dict[str, Any]:
         controls = await bus.controls()
     except BusCorrupt as exc:
         problems.append(f"controls: {exc}")
-    return build_status(
-        cluster=cfg.cluster.name,
-        node_ids=_nodes(cfg),
-        lease=lease,
-        records=records or {},
-        controls=controls,
-        now_wall=time.time(),
-        now_clock=bus.clock(),
-        problems=problems,
+    seen = await bus.last_seen_times()
+    return dict(
+        build_status(
+            cluster=cfg.cluster.name,
+            node_ids=_nodes(cfg),
+            lease=lease,
+            records=records or {},
+            controls=controls,
+            now_wall=time.time(),
+            now_clock=bus.clock(),
+            stale_after=stale_after(cfg),
+            seen=seen,
+            problems=problems,
+        )
     )
+
+
+def stale_after(cfg: Config) -> float:
+    """A node record older than this is stale: a live node rewrites it every renewal."""
+    return cfg.cluster.lease_ttl + cfg.cluster.renew_interval
 
 
 def status_urls(cfg: Config) -> list[tuple[str, str]]:
@@ -141,7 +159,8 @@ def status_urls(cfg: Config) -> list[tuple[str, str]]:
 async def status_from_peers(
     urls: list[tuple[str, str]], within: float = PEER_TIMEOUT
 ) -> tuple[dict[str, Any] | None, list[str]]:
-    """Ask every bot at once; the first object that answers wins."""
+    """Ask every bot at once (each within ``within``); every node that answers speaks
+    for itself (``merge_answers``)."""
     problems: list[str] = []
 
     async def ask(
@@ -159,35 +178,45 @@ async def status_from_peers(
         return node, data, ""
 
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=within)) as session:
-        tasks = [asyncio.create_task(ask(session, node, url)) for node, url in urls]
-        try:
-            for next_done in asyncio.as_completed(tasks):
-                node, data, problem = await next_done
-                if data is not None:
-                    return {**data, "source": f"peer {node}"}, problems
-                problems.append(f"{node}: {problem}")
-        finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-    return None, problems
+        results = await asyncio.gather(*(ask(session, node, url) for node, url in urls))
+    answers: list[tuple[str, dict[str, Any]]] = []
+    for node, data, problem in results:
+        if data is None:
+            problems.append(f"{node}: {problem}")
+        else:
+            answers.append((node, data))
+    if not answers:
+        return None, problems
+    return merge_answers(answers), problems
 
 
-async def status(args: argparse.Namespace) -> int:
-    cfg = config_from_args(args)
+async def gather_status(cfg: Config) -> dict[str, Any]:
+    """The status from Redis or, when Redis cannot be read, from the first bot API that
+    answers (``redis_error`` then says why). CannotRun when neither answers."""
     bus = Bus.from_config(cfg)
     try:
-        obj = await read_status(cfg, bus)
+        return await read_status(cfg, bus)
     except BusError as exc:
         answer, problems = await status_from_peers(status_urls(cfg))
         if answer is None:
             raise CannotRun(
                 f"Redis unreachable ({exc}) and no bot API answered: " + "; ".join(problems)
             ) from None
-        obj = {**answer, "redis_error": str(exc)}
-        print(f"Redis unreachable ({exc}): answered by {obj['source']}", file=sys.stderr)
+        return {**answer, "redis_error": str(exc)}
     finally:
         await bus.close()
+
+
+async def status(args: argparse.Namespace) -> int:
+    cfg = config_from_args(args)
+    if args.watch is not None:
+        return await watch(cfg, args.watch, as_json=args.json)
+    obj = await gather_status(cfg)
+    if "redis_error" in obj:
+        print(
+            f"Redis unreachable ({obj['redis_error']}): answered by {obj['source']}",
+            file=sys.stderr,
+        )
     if args.json:
         print(json.dumps(obj, sort_keys=True))
     else:
@@ -195,8 +224,46 @@ async def status(args: argparse.Namespace) -> int:
     return 0
 
 
+CLEAR = "\x1b[H\x1b[2J"
+
+
+async def watch(cfg: Config, interval: float, *, as_json: bool = False, frames: int = 0) -> int:
+    """Print the status again every ``interval`` seconds (on a terminal, in place) until
+    interrupted; ``frames`` > 0 stops after that many (for scripts)."""
+    shown = 0
+    tty = sys.stdout.isatty()
+    while True:
+        started = time.monotonic()
+        try:
+            obj = await gather_status(cfg)
+            text = json.dumps(obj, sort_keys=True) if as_json else format_status(obj)
+        except CannotRun as exc:
+            text = f"nothing answers: {exc}"
+        stamp = time.strftime("%H:%M:%S")
+        if as_json:
+            print(text, flush=True)
+        else:
+            print(
+                (CLEAR if tty else "")
+                + f"{text}\n-- {stamp}, every {interval:g} s (Ctrl-C to stop)",
+                flush=True,
+            )
+        shown += 1
+        if frames and shown >= frames:
+            return 0
+        await asyncio.sleep(max(0.0, interval - (time.monotonic() - started)))
+
+
 def _yn(value: object) -> str:
     return "-" if value is None else ("yes" if value else "no")
+
+
+def _seen(n: dict[str, Any]) -> str:
+    seen = n.get("last_seen_seconds")
+    text = "never" if n.get("freshness") == "missing" and seen is None else "-"
+    if seen is not None:
+        text = f"{seen:.1f}s ago"
+    return text + (" STALE" if n.get("stale") else "")
 
 
 def format_status(obj: dict[str, Any]) -> str:
@@ -212,17 +279,18 @@ def format_status(obj: dict[str, Any]) -> str:
         lines.append(f"switchover requested to {sw.get('target')}")
     if obj.get("settings_drift"):
         lines.append("WARNING: the nodes' cluster settings differ (configuration drift)")
-    lines.append(f"{'NODE':<12} {'ROLE':<10} {'HEALTHY':<8} {'READY':<6} {'CORDONED':<9} SEEN")
+    if not obj.get("serving", [None]):
+        lines.append("WARNING: no node is serving")
+    lines.append(f"{'NODE':<12} {'ROLE':<20} {'HEALTHY':<8} {'READY':<6} {'CORDONED':<9} SEEN")
     for n in obj.get("nodes", []):
-        seen = n.get("last_seen_seconds")
         lines.append(
-            f"{n.get('id', '?'):<12} {n.get('role', '?'):<10} {_yn(n.get('healthy')):<8} "
-            f"{_yn(n.get('ready')):<6} {_yn(n.get('cordoned')):<9} "
-            f"{'-' if seen is None else f'{seen:.1f}s ago'}"
+            f"{n.get('id', '?'):<12} {n.get('role', '?'):<20} {_yn(n.get('healthy')):<8} "
+            f"{_yn(n.get('ready')):<6} {_yn(n.get('cordoned')):<9} {_seen(n)}"
         )
         reasons = [*(n.get("health_reasons") or []), *(n.get("ready_reasons") or [])]
-        if reasons:
-            lines.append(f"{'':<12} " + "; ".join(reasons))
+        notes = (n.get("extra") or {}).get("asterisk", {}).get("notes") or []
+        if reasons or notes:
+            lines.append(f"{'':<12} " + "; ".join([*reasons, *notes]))
     lines += [f"problem: {p}" for p in obj.get("problems", [])]
     return "\n".join(lines)
 

@@ -167,6 +167,7 @@ class Node:
         self.ami_control = free_port()
         self.http_port = free_port()
         self.asterisk_dir = self.dir / "asterisk"
+        self.ari_port = free_port()
         self.pidfile = self.dir / "asterisk.pid"
         if cluster.asterisk == "real":
             self.pidfile = self.asterisk_dir / "run" / "asterisk.pid"
@@ -286,7 +287,8 @@ class Cluster:
         (self.dir / "cluster.secret").write_text(os.urandom(16).hex() + "\n")
         (self.dir / "ami.secret").write_text("ami-" + os.urandom(8).hex() + "\n")
         (self.dir / "api.token").write_text(self.token + "\n")
-        for path in ("cluster.secret", "ami.secret", "api.token"):
+        (self.dir / "ari.password").write_text("ari-" + os.urandom(8).hex() + "\n")
+        for path in ("cluster.secret", "ami.secret", "api.token", "ari.password"):
             os.chmod(self.dir / path, 0o600)
 
     def _drbd(self) -> None:
@@ -325,12 +327,15 @@ class Cluster:
         )
         base["redis"].update(url=self.redis.url)
         base["ami"].update(port=node.ami_port, secret_file=secret)
+        ari_password = str(d / "ari.password")
+        base["ari"].update(url=f"http://127.0.0.1:{node.ari_port}/ari", password_file=ari_password)
         base["rseries"].update(port=str(d / f"rseries-{node.id}"))
         pidfile = str(node.pidfile)
         base["asterisk"] = {
             "start": [*sim, "asterisk", "--port", str(node.ami_port), "--boot-delay",
                       str(self.boot_delay), "--spans", "2", "--username", "failover",
                       "--secret-file", secret, "--control-port", str(node.ami_control),
+                      "--ari-port", str(node.ari_port), "--ari-password-file", ari_password,
                       "--daemon", "--pidfile", pidfile, "--record", str(node.asterisk_record)],
             "stop": [*sim, "asterisk-stop", "--pidfile", pidfile],
             "kill": [*sim, "asterisk-stop", "--pidfile", pidfile, "--kill"],
@@ -345,7 +350,7 @@ class Cluster:
             if "ari" in base:
                 base["ari"].update(
                     url=f"http://127.0.0.1:{node.http_port}/ari",
-                    password_file=str(d / "ari.secret"),
+                    password_file=ari_password,
                 )
         if self.drbd_fake is not None:
             base["drbd"] = {"resources": [RESOURCE]}
@@ -379,8 +384,6 @@ class Cluster:
         if self.asterisk != "real":
             return
         assert self.asterisk_binary is not None
-        (self.dir / "ari.secret").write_text("ari-" + os.urandom(8).hex() + "\n")
-        os.chmod(self.dir / "ari.secret", 0o600)
         for i, node in enumerate(self.nodes.values(), start=1):
             node.runtime = real_asterisk.Runtime(
                 node.asterisk_dir,
@@ -389,7 +392,7 @@ class Cluster:
                 node.http_port,
                 entityid=f"02:00:00:00:01:{i:02x}",
                 ami_secret=(self.dir / "ami.secret").read_text().strip(),
-                ari_password=(self.dir / "ari.secret").read_text().strip(),
+                ari_password=(self.dir / "ari.password").read_text().strip(),
             )
             node.runtime.write()
 

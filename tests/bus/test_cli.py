@@ -120,7 +120,9 @@ async def test_status_shows_a_node_without_record_and_corrupt_values(
     assert code == 0
     obj = json.loads(out)
     assert obj["holder"] is None and any("not JSON" in p for p in obj["problems"])
-    assert {n["id"]: n["role"] for n in obj["nodes"]} == {"a": "unknown", "b": "unknown"}
+    # Redis answers and holds no record of either: neither is up, as far as anyone knows.
+    assert {n["id"]: n["role"] for n in obj["nodes"]} == {"a": "down", "b": "down"}
+    assert {n["freshness"] for n in obj["nodes"]} == {"missing"}
 
 
 async def serve_status(port: int, obj: dict[str, Any]) -> web.AppRunner:
