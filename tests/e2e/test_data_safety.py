@@ -14,6 +14,7 @@ data without those writes.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,7 +25,7 @@ from bot.lab.cluster import RESOURCE, wait_until
 from tests.e2e.cluster import Cluster, have_tools
 from tests.e2e.netns import Topology, netns_unavailable
 from tests.e2e.replication import Writer, drbd_state, handler_runs
-from tests.e2e.writes import check_dir
+from tests.e2e.writes import check_dir, read_acks
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(150)]
 
@@ -127,3 +128,63 @@ def test_link_flap_while_redis_is_down_never_promotes_stale_data(cluster: Cluste
 
 def test_same_with_redis_restarted_empty_in_between(cluster: Cluster) -> None:
     run_sequence(cluster, restart_redis_empty=True)
+
+
+def test_handler_with_redis_down_outdates_the_peer_over_the_peer_channel(
+    cluster: Cluster,
+) -> None:
+    primary = cluster.wait_primary()
+    standby = other(primary)
+    writer = Writer(cluster, RESOURCE).start()
+    try:
+        acked_after(writer, primary, 3, 20)
+        cluster.cut(primary, "redis")
+        wait_until(lambda: redis_unreachable(cluster, primary), 15, "the primary to lose Redis")
+        cluster.cut_replication()
+        [run] = handler_runs(cluster)
+        assert run["node"] == primary and run["exit"] == 4, run
+        assert "peer channel: outdated" in run["stdout"], run
+        # The peer made its mark durable and DRBD outdated its disk.
+        nodes = drbd_state(cluster, RESOURCE)["nodes"]
+        assert nodes[standby]["disk"] == "Outdated"
+        assert nodes[primary]["pdsk"] == "Outdated"
+        assert (cluster.nodes[standby].dir / "state" / "outdated.json").exists()
+        # The primary writes on: the peer cannot promote without these writes.
+        acked_after(writer, primary, 3, 20)
+        wait_until(
+            lambda: any("outdated" in r for r in ready_reasons(cluster, standby)),
+            3 * LEASE,
+            "the standby to report itself not ready",
+        )
+    finally:
+        writer.stop()
+
+
+def test_handler_with_redis_and_peer_unreachable_keeps_io_frozen(cluster: Cluster) -> None:
+    primary = cluster.wait_primary()
+    standby = other(primary)
+    writer = Writer(cluster, RESOURCE).start()
+    try:
+        acked_after(writer, primary, 3, 20)
+        cluster.cut(primary, "redis", "peer")
+        cutter = threading.Thread(target=cluster.cut_replication, daemon=True)
+        cutter.start()
+        cutter.join(60)
+        [run] = [r for r in handler_runs(cluster) if r["node"] == primary]
+        assert run["exit"] not in (3, 4, 5, 7), run
+        assert "peer NOT outdated" in run["stderr"], run
+        link_lost_at = float(run["t0"])  # DRBD calls the handler as the link breaks
+        nodes = drbd_state(cluster, RESOURCE)["nodes"]
+        assert nodes[standby]["disk"] == "UpToDate"
+        # The standby, with Redis, takes over; the old primary's data never diverged.
+        cluster.wait_serving(standby, within=30)
+        acked_after(writer, standby, 3, 20)
+    finally:
+        writer.stop()
+    acks = read_acks(cluster.dir / "acks.jsonl")
+    # Nothing was acknowledged by the cut-off primary after the link broke...
+    late = [a for a in acks if a.node == primary and a.t > link_lost_at]
+    assert not late, late[:3]
+    assert writer.frozen > 0  # ...its writes waited on frozen I/O instead
+    lost = check_dir(cluster.drbd_dir, cluster.dir / "acks.jsonl", cluster.nodes)
+    assert not lost, "\n".join(map(str, lost[:5]))
