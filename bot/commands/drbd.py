@@ -53,7 +53,7 @@ DRBD_PEER_PRIMARY = 6
 DRBD_HANDLER_FAILED = 1
 
 RETRY_PAUSE = 0.3  # between attempts on a path that did not answer
-GRACE_AFTER_CONFIRMED = 1.0  # the other path's last chance once one path confirmed
+GRACE_AFTER_CONFIRMED = 0.5  # the other path's last chance once one path confirmed
 
 CONFIRM_FLAG = "--i-know-data-may-be-lost"
 
