@@ -41,6 +41,7 @@ class ChaosReport:
     seed: int
     seconds: float
     faults: list[FaultRecord]
+    start: float = 0.0
     dual_primaries: list[Violation] = field(default_factory=list)
     lost: list[LostWrite] = field(default_factory=list)
     acked: int = 0
@@ -51,6 +52,15 @@ class ChaosReport:
     @property
     def ok(self) -> bool:
         return not self.dual_primaries and not self.lost
+
+    def cause(self, t: float) -> str:
+        """The fault active at ``t``, or else the latest one before it."""
+        before = [f for f in self.faults if f.start <= t]
+        if not before:
+            return "no fault (start-up)"
+        f = max(before, key=lambda f: f.start)
+        where = f" on {f.node}" if f.node else ""
+        return f"{f.kind}{where} at +{f.start - self.start:.1f} s"
 
     @property
     def longest_outage(self) -> float:
@@ -85,6 +95,9 @@ class ChaosReport:
         width = max(len(k) for k, _ in rows)
         lines = [f"| {k:{width}} | {v:>16} |" for k, v in rows]
         detail = [f"  dual primary: {v}" for v in self.dual_primaries[:10]]
+        for lo, hi in sorted(self.outages, key=lambda o: o[0] - o[1])[:5]:
+            cause = self.cause(lo)
+            detail.append(f"  outage at +{lo - self.start:.1f} s for {hi - lo:.1f} s after {cause}")
         detail += [f"  lost: {w}" for w in self.lost[:10]]
         return "\n".join(lines + detail)
 
@@ -101,7 +114,9 @@ def check_chaos(
     recovered: bool = True,
 ) -> ChaosReport:
     lo, hi = window
-    report = ChaosReport(seed, hi - lo, list(faults), acked=len(acks), recovered=recovered)
+    report = ChaosReport(
+        seed, hi - lo, list(faults), start=lo, acked=len(acks), recovered=recovered
+    )
     for name, ivs, tol in (
         ("floating IP", obs.vip, SAMPLE),
         ("Asterisk", obs.asterisk_running, SAMPLE),

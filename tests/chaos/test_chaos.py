@@ -31,7 +31,9 @@ def test_short_chaos_run_loses_nothing_and_never_has_two_primaries(
     )
     with capsys.disabled():
         print(f"\nchaos run, CHAOS_SEED={SEED}, {SECONDS:g} s:")
-        print("\n".join(line for line in result.stdout.splitlines() if line.startswith("|")))
+        print(
+            "\n".join(line for line in result.stdout.splitlines() if line.startswith(("|", "  ")))
+        )
     assert f"CHAOS_SEED={SEED}" in result.stdout
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-3000:]
     assert "| verdict" in result.stdout and "PASS" in result.stdout
