@@ -87,6 +87,7 @@ class Nemesis:
         self.c = cluster
         self.resource = resource
         self._threads: list[threading.Thread] = []
+        self.note = ""  # what the last fault's request answered, for the log
 
     def resolve(self, target: str) -> str | None:
         """The node playing ``target`` now: the DRBD Primary, or the other one."""
@@ -102,6 +103,7 @@ class Nemesis:
     def start(self, fault: Fault) -> tuple[str | None, Callable[[], None]]:
         """Begin ``fault``; returns the node it hit and the function that heals it."""
         node = self.resolve(fault.target) if fault.target else None
+        self.note = ""
         do = getattr(self, f"_{fault.kind}")
         heal: Callable[[], None] = do(node, fault.hold)
         return node, heal
@@ -203,6 +205,9 @@ class Nemesis:
     def _switchover(self, node: str | None, hold: float) -> Callable[[], None]:
         primary = self.resolve("primary") or "a"
         other = "b" if primary == "a" else "a"
-        with suppress(OSError):
-            self.c.nodes[primary].post("/switchover", {"to": other})
+        try:
+            code = self.c.nodes[primary].post("/switchover", {"to": other})
+            self.note = f"POST /switchover to {other}: HTTP {code}"
+        except OSError as exc:
+            self.note = f"POST /switchover failed: {exc}"
         return lambda: None

@@ -57,7 +57,8 @@ def run(seconds: float, seed: int, workdir: Path) -> ChaosReport:
                 except Exception as exc:  # a fault that could not be done is reported
                     log(f"{fault.describe()}: NOT applied ({exc!r})")
                     continue
-                log(f"+{started - t0:6.1f} s {fault.describe()} -> {node or 'cluster'}")
+                note = f" ({nemesis.note})" if nemesis.note else ""
+                log(f"+{started - t0:6.1f} s {fault.describe()} -> {node or 'cluster'}{note}")
                 stop.wait(fault.hold)
                 try:
                     heal()
