@@ -7,7 +7,7 @@ DEB_PACKAGES := redis-server redis-sentinel socat iproute2 iputils-arping iptabl
 	drbd-utils chromium prometheus systemd procps
 DEB_STAMP := .deps/debian.stamp
 
-.PHONY: test demo bench lint typecheck pytest deps clean docs asterisk
+.PHONY: test demo bench chaos lint typecheck pytest deps clean docs asterisk
 
 test: deps asterisk lint typecheck pytest
 
@@ -58,6 +58,12 @@ bench: deps
 	$(PY) bench/ami.py
 	$(PY) bench/rseries.py
 	$(PY) bench/failover.py --runs $(BENCH_RUNS) $(BENCH_ARGS)
+
+# Chaos run: a seeded random schedule of faults over the lab cluster while a client
+# writes through the active node's DRBD; fails on a dual primary or a lost write.
+# CHAOS_SECONDS (default 600) and CHAOS_SEED (default: random, printed).
+chaos: deps
+	$(PY) -m tests.chaos.run
 
 docs: $(STAMP)
 	$(PY) -m bot.configdoc --write README.md

@@ -57,7 +57,7 @@ from bot.notify import Notifier
 from bot.peer import PeerClient, PeerServer
 from bot.runner import run_command
 from bot.sdnotify import SdNotifier
-from bot.state import StateDir
+from bot.state import DataMarks, StateDir
 from bot.takeover import LocalServices as FoundServices
 from bot.takeover import StepTiming, Takeover, TakeoverReport
 from rseries.driver import RSeriesLink
@@ -117,7 +117,15 @@ class Agent:
             Pstn(cfg.rseries, host, self.link) if cfg.rseries and self.link and host else None
         )
         self.outdated_on_bus = False
-        self.drbd = Drbd(cfg.drbd, outdated=lambda: self.outdated_on_bus) if cfg.drbd else None
+        self.drbd = (
+            Drbd(
+                cfg.drbd,
+                outdated=lambda: self.outdated_on_bus,
+                marks=DataMarks(cfg.node.state_dir),
+            )
+            if cfg.drbd
+            else None
+        )
         self.vip = Vip(cfg.vip) if cfg.vip else None
         self.asterisk = AsteriskService(cfg.asterisk)
         self.ari = AriClient.from_config(cfg.ari) if cfg.ari is not None else None
@@ -274,6 +282,7 @@ class Agent:
                 may_promise=self._may_promise,
                 lease_ttl=self.cfg.cluster.lease_ttl,
                 clock=self.clock,
+                outdate=self.drbd.outdate_self if self.drbd is not None else None,
             )
             peer = self.cfg.peer(self.peer_id)
             assert peer is not None

@@ -44,6 +44,9 @@ KINDS: dict[str, str] = {
     "redis_lost": "warning",
     "redis_back": "info",
     "config_drift": "warning",
+    "drbd_fence_peer_failed": "critical",
+    "drbd_split_brain": "critical",
+    "force_promote": "critical",
 }
 
 # Results passed to on_result (label of failoverbot_webhooks_total{result}).

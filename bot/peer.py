@@ -12,6 +12,12 @@ restart cannot forget it.
 
 Wall time in the body only bounds replays (with the nonce cache); it is never
 used for safety.  Lease arithmetic uses the injected boot-time clock.
+
+The same channel carries DRBD's fencing: the fence-peer handler on the node that
+lost the replication link asks the peer to outdate itself (``POST /peer/outdate``,
+``{"node", "resource", "nonce", "sent_at_wall"}``, signed the same way). The peer
+refuses while it is Primary; otherwise it makes its outdated mark durable and runs
+``drbdadm outdate`` before it answers ``{"outdated": true}``.
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ import math
 import secrets
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Collection
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -38,6 +44,7 @@ log = logging.getLogger(__name__)
 
 SIGNATURE_HEADER = "X-Failover-Signature"
 HEARTBEAT_PATH = "/peer/heartbeat"
+OUTDATE_PATH = "/peer/outdate"
 SCHEMA_VERSION = 1
 _BODY_KEYS = {"node", "epoch", "nonce", "sent_at_wall"}
 _MAX_NONCE_LEN = 128
@@ -62,6 +69,21 @@ class PromiseStore(Protocol):
 # Returns None when this node may promise, else the reason it must not
 # (it is primary itself, or about to take the lease).
 PromisePolicy = Callable[[str, int], str | None]
+
+
+class OutdateResult(Protocol):
+    @property
+    def outdated(self) -> bool: ...
+
+    @property
+    def primary(self) -> bool: ...
+
+    @property
+    def reason(self) -> str: ...
+
+
+# (requesting peer, resource or None, the request's wall time) -> this node's answer.
+Outdater = Callable[[str, str | None, float], Awaitable[OutdateResult]]
 
 
 @dataclass(frozen=True)
@@ -102,6 +124,7 @@ class PeerServer:
         max_skew: float = 30.0,
         nonce_capacity: int = 4096,
         offload: bool = False,
+        outdate: Outdater | None = None,
     ) -> None:
         """``offload``: persist in a worker thread.  Only for a store that is safe to
         call from another thread; ``StateDir`` is written from the loop elsewhere, so
@@ -117,6 +140,7 @@ class PeerServer:
         self._max_skew = max_skew
         self._capacity = nonce_capacity
         self.offload = offload
+        self._outdate = outdate
         self._nonces: OrderedDict[str, float] = OrderedDict()
         # Evicting a nonce raises this floor, so an evicted nonce cannot be replayed.
         self._floor = -math.inf
@@ -164,6 +188,43 @@ class PeerServer:
                 }
         return 200, {"node": self.node_id, "promise": True, "ttl": self._lease_ttl}
 
+    async def handle_outdate(
+        self, body: bytes, signature: str | None
+    ) -> tuple[int, dict[str, Any]]:
+        """The peer's fence-peer handler: outdate this node's data, durably, or refuse."""
+        if self._outdate is None:
+            return 404, {"error": "no DRBD resource on this node"}
+        if not signature:
+            return 401, {"error": f"missing {SIGNATURE_HEADER} header"}
+        if not verify(self._secret, body, signature):
+            return 403, {"error": "bad signature"}
+        try:
+            peer, resource, nonce, sent_wall = _parse_outdate(body)
+        except ValueError as exc:
+            return 400, {"error": str(exc)}
+        if peer not in self._peers:
+            return 403, {"error": f"unknown node {peer!r}"}
+        async with self._lock:
+            now_wall = self._wall()
+            self._expire(now_wall)
+            if abs(now_wall - sent_wall) > self._max_skew:
+                return 409, {"error": "stale request: timestamp outside the replay window"}
+            if nonce in self._nonces or sent_wall <= self._floor:
+                return 409, {"error": "replayed request"}
+            self._remember(nonce, sent_wall)
+        try:
+            answer = await self._outdate(peer, resource, sent_wall)
+        except Exception as exc:  # the answer must say "not outdated", never crash the API
+            log.error("outdate requested by %s failed: %s", peer, exc)
+            return 200, {"node": self.node_id, "outdated": False, "primary": False,
+                         "reason": f"failed: {type(exc).__name__}"}  # fmt: skip
+        return 200, {
+            "node": self.node_id,
+            "outdated": bool(answer.outdated),
+            "primary": bool(answer.primary),
+            "reason": str(answer.reason)[:300],
+        }
+
     def _remember(self, nonce: str, sent_wall: float) -> None:
         self._nonces[nonce] = sent_wall
         while len(self._nonces) > self._capacity:
@@ -198,6 +259,85 @@ def _parse_heartbeat(body: bytes) -> tuple[str, int, str, float]:
     if not isinstance(sent, (int, float)) or isinstance(sent, bool) or not math.isfinite(sent):
         raise ValueError("sent_at_wall must be a number")
     return node, epoch, nonce, float(sent)
+
+
+def _parse_outdate(body: bytes) -> tuple[str, str | None, str, float]:
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        raise ValueError("body is not JSON") from None
+    if not isinstance(data, dict):
+        raise ValueError("body must be a JSON object")
+    missing = {"node", "nonce", "sent_at_wall"} - data.keys()
+    if missing:
+        raise ValueError(f"missing fields: {', '.join(sorted(missing))}")
+    node, nonce, sent = data["node"], data["nonce"], data["sent_at_wall"]
+    resource = data.get("resource")
+    if not isinstance(node, str) or not node:
+        raise ValueError("node must be a non-empty string")
+    if resource is not None and (not isinstance(resource, str) or len(resource) > 128):
+        raise ValueError("resource must be a string of at most 128 characters")
+    if not isinstance(nonce, str) or not 8 <= len(nonce) <= _MAX_NONCE_LEN:
+        raise ValueError("nonce must be a string of 8..128 characters")
+    if not isinstance(sent, (int, float)) or isinstance(sent, bool) or not math.isfinite(sent):
+        raise ValueError("sent_at_wall must be a number")
+    return node, resource or None, nonce, float(sent)
+
+
+@dataclass(frozen=True)
+class PeerOutdate:
+    """What the peer answered to "outdate yourself" (``reached``: it answered at all)."""
+
+    reached: bool
+    outdated: bool
+    primary: bool
+    reason: str
+
+
+async def request_outdate(
+    node_id: str,
+    peer_api: str,
+    secret: Secret,
+    resource: str | None,
+    *,
+    session: aiohttp.ClientSession,
+    limit: float,
+    wall_clock: Callable[[], float] = time.time,
+) -> PeerOutdate:
+    """Ask the peer bot to outdate its data; never raises for network trouble."""
+    body = json.dumps(
+        {
+            "v": SCHEMA_VERSION,
+            "node": node_id,
+            "resource": resource,
+            "nonce": secrets.token_hex(16),
+            "sent_at_wall": wall_clock(),
+        },
+        separators=(",", ":"),
+    ).encode()
+    url = peer_api.rstrip("/") + OUTDATE_PATH
+    headers = {SIGNATURE_HEADER: sign(secret, body), "Content-Type": "application/json"}
+    try:
+        async with asyncio.timeout(limit):
+            async with session.post(url, data=body, headers=headers) as resp:
+                status = resp.status
+                raw = await resp.read()
+    except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+        return PeerOutdate(False, False, False, f"unreachable: {type(exc).__name__}")
+    try:
+        answer = json.loads(raw)
+    except ValueError:
+        answer = None
+    if not isinstance(answer, dict):
+        return PeerOutdate(True, False, False, f"HTTP {status}: answer is not a JSON object")
+    if status != 200:
+        return PeerOutdate(True, False, False, f"HTTP {status}: {answer.get('error', '')}"[:300])
+    return PeerOutdate(
+        True,
+        answer.get("outdated") is True,
+        answer.get("primary") is True,
+        str(answer.get("reason", ""))[:300],
+    )
 
 
 class PeerClient:

@@ -234,3 +234,87 @@ def _atomic_write(directory: Path, name: str, data: bytes) -> None:
         os.fsync(dfd)
     finally:
         os.close(dfd)
+
+
+# ---------------------------------------------------------------------- data marks
+
+OUTDATED_FILE = "outdated.json"
+FORCE_FILE = "force-promote.json"
+
+
+class DataMarks:
+    """This node's own record that its DRBD data is outdated, and an operator's
+    one-shot permission to promote it anyway.
+
+    Kept in files of their own (each written atomically and fsync'd) and read afresh
+    on every question, so that the agent, DRBD's handlers and the operator's CLI,
+    which are separate processes, never overwrite each other's state. An unreadable
+    mark counts as present: the safe reading of a damaged file.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    def _read(self, name: str) -> dict[str, Any] | None:
+        try:
+            data = (self.path / name).read_bytes()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            return {"unreadable": exc.strerror or str(exc)}
+        try:
+            obj = json.loads(data.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            return {"unreadable": f"not JSON ({exc})"}
+        return obj if isinstance(obj, dict) else {"unreadable": "not a JSON object"}
+
+    def _write(self, name: str, obj: dict[str, Any]) -> None:
+        data = json.dumps({"v": SCHEMA_VERSION, **obj}, sort_keys=True).encode() + b"\n"
+        try:
+            self.path.mkdir(mode=0o700, parents=True, exist_ok=True)
+            _atomic_write(self.path, name, data)
+        except OSError as exc:
+            raise StateError(f"writing {self.path / name}: {exc.strerror or exc}") from None
+
+    def _remove(self, name: str) -> bool:
+        try:
+            (self.path / name).unlink()
+        except FileNotFoundError:
+            return False
+        except OSError as exc:
+            raise StateError(f"removing {self.path / name}: {exc.strerror or exc}") from None
+        dfd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+        return True
+
+    def outdated(self) -> dict[str, Any] | None:
+        """The mark (who outdated this node, when, why), or None."""
+        return self._read(OUTDATED_FILE)
+
+    def mark_outdated(self, *, by: str, resource: str, at_wall: float, reason: str) -> None:
+        """Durable before it returns: call it BEFORE telling the peer it is done."""
+        self._write(
+            OUTDATED_FILE, {"by": by, "resource": resource, "at": at_wall, "reason": reason}
+        )
+
+    def clear_outdated(self) -> bool:
+        return self._remove(OUTDATED_FILE)
+
+    def forced(self) -> dict[str, Any] | None:
+        """An operator's pending force-promote (who, when), or None."""
+        return self._read(FORCE_FILE)
+
+    def allow_force(self, *, by: str, at_wall: float, reason: str) -> None:
+        self._write(FORCE_FILE, {"by": by, "at": at_wall, "reason": reason})
+
+    def clear_force(self) -> bool:
+        return self._remove(FORCE_FILE)
+
+
+def describe_mark(mark: dict[str, Any]) -> str:
+    if "unreadable" in mark:
+        return f"the outdated mark is unreadable ({mark['unreadable']}): counted as outdated"
+    return f"outdated by {mark.get('by', '?')} ({mark.get('reason', 'no reason recorded')})"

@@ -3,7 +3,9 @@
 State is read with ``drbdsetup status --json`` where DRBD 9 provides it, and
 with ``drbdadm role|dstate|cstate RES`` otherwise (Debian's stock 8.4 module).
 Promotion is refused unless the local disk is ``UpToDate`` and the node is not
-marked outdated; ``force=True`` is for operators only.
+marked outdated, neither on the cluster bus nor in its own state directory (the
+mark the peer's fence-peer handler had it write over the peer channel). Only an
+operator's ``force-promote --i-know-data-may-be-lost`` lifts that, once.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from bot.actions.errors import (
 )
 from bot.config import DrbdConfig, MountConfig
 from bot.runner import CommandResult, Runner, run_command
+from bot.state import DataMarks, StateError, describe_mark
 
 log = logging.getLogger(__name__)
 
@@ -92,8 +95,21 @@ def _worst(states: list[str]) -> str:
     return "UpToDate"
 
 
-def promote_refusal(state: ResourceState, outdated: bool) -> str | None:
+@dataclass(frozen=True)
+class OutdateAnswer:
+    """This node's answer to the peer's "outdate yourself" request."""
+
+    outdated: bool  # the mark is durable here and no resource is Primary
+    primary: bool  # refused: this node is Primary (DRBD's fence-peer exit 6)
+    reason: str
+
+
+def promote_refusal(
+    state: ResourceState, outdated: bool, local_mark: str | None = None
+) -> str | None:
     """Why this resource must not be promoted, or None."""
+    if local_mark:
+        return f"{state.name}: this node's state directory says its data is {local_mark}"
     if outdated:
         return f"{state.name}: this node is marked outdated on the cluster bus"
     if state.disk != "UpToDate":
@@ -112,11 +128,26 @@ class Drbd:
         *,
         runner: Runner = run_command,
         outdated: Callable[[], bool] = lambda: False,
+        marks: DataMarks | None = None,
     ) -> None:
         self.cfg = cfg
         self.run = runner
         self.outdated = outdated
+        self.marks = marks
         self._json: bool | None = None  # DRBD 9 status --json available (cached)
+        # Promotion and the peer's outdate request never interleave: an outdate that
+        # answered "done" must never be followed by a promotion that checked before it.
+        self._role_lock = asyncio.Lock()
+
+    def local_mark(self) -> str | None:
+        """This node's own outdated mark, described, or None."""
+        mark = self.marks.outdated() if self.marks is not None else None
+        return describe_mark(mark) if mark is not None else None
+
+    def forced(self) -> dict[str, Any] | None:
+        """An operator's pending force-promote, or None (an unreadable file is none)."""
+        force = self.marks.forced() if self.marks is not None else None
+        return force if force is not None and "unreadable" not in force else None
 
     # ---------------------------------------------------------------- state
 
@@ -173,11 +204,18 @@ class Drbd:
 
     async def readiness(self, outdated: bool) -> list[str]:
         """Reasons this node's data is not ready to take over (empty: ready)."""
-        if outdated:
-            return ["drbd: this node is marked outdated (waiting for resync)"]
+        forced = self.forced()
         reasons = []
+        if not forced:
+            mark = self.local_mark()
+            if mark:
+                reasons.append(f"drbd: this node's data is {mark} (waiting for resync)")
+            if outdated:
+                reasons.append("drbd: this node is marked outdated on the cluster bus")
         try:
             for s in await self.states():
+                if forced and s.disk not in ("Diskless", "DUnknown"):
+                    continue  # an operator accepted this data as it is
                 if not s.up_to_date:
                     reasons.append(f"drbd {s.name}: disk {s.disk}")
         except ActionError as exc:
@@ -189,17 +227,28 @@ class Drbd:
     async def promote(self, *, force: bool = False) -> list[str]:
         """Make every resource primary and mount its file systems; return what changed."""
         changed: list[str] = []
-        for resource in self.cfg.resources:
-            state = await self.state(resource)
-            if state.primary:
-                continue
-            if not force:
-                reason = promote_refusal(state, self.outdated())
-                if reason:
-                    raise PromoteRefused(f"refusing to promote {reason}")
-            argv = [self.cfg.drbdadm, "primary", *(["--force"] if force else []), resource]
-            await self._drbd(argv, limit=COMMAND_TIMEOUT)
-            changed.append(f"{resource} primary")
+        operator = self.forced() if not force else None
+        if operator is not None:
+            force = True
+        async with self._role_lock:
+            for resource in self.cfg.resources:
+                state = await self.state(resource)
+                if state.primary:
+                    continue
+                if not force:
+                    reason = promote_refusal(state, self.outdated(), self.local_mark())
+                    if reason:
+                        raise PromoteRefused(f"refusing to promote {reason}")
+                argv = [self.cfg.drbdadm, "primary", *(["--force"] if force else []), resource]
+                await self._drbd(argv, limit=COMMAND_TIMEOUT)
+                changed.append(f"{resource} primary" + (" (forced)" if force else ""))
+        if operator is not None and self.marks is not None:
+            # The permission is spent: the next promotion checks the data again.
+            self.marks.clear_force()
+            self.marks.clear_outdated()
+            changed.append(
+                f"force-promote by {operator.get('by', '?')} used; outdated mark cleared"
+            )
         for mount in self.cfg.mount:
             if await self.mounted(mount):
                 continue
@@ -221,6 +270,51 @@ class Drbd:
             await self._drbd([self.cfg.drbdadm, "secondary", resource], limit=limit)
             changed.append(f"{resource} secondary")
         return changed
+
+    async def outdate_self(self, peer: str, resource: str | None, at_wall: float) -> OutdateAnswer:
+        """The peer's fence-peer handler asks this node to outdate its data.
+
+        Refused while a resource is Primary here. Otherwise the mark is made durable in
+        the state directory first, then ``drbdadm outdate`` runs on every resource; the
+        answer is "outdated" only when the mark is on disk and nothing is Primary.
+        """
+        if self.marks is None:
+            return OutdateAnswer(False, False, "no state directory for the mark")
+        async with self._role_lock:
+            try:
+                states = await self.states()
+            except ActionError as exc:
+                states = []
+                drbd_problem = f"DRBD state unreadable ({exc})"
+            else:
+                drbd_problem = ""
+            primaries = [s.name for s in states if s.primary]
+            if primaries:
+                return OutdateAnswer(False, True, f"{', '.join(primaries)} Primary here")
+            why = f"{peer} lost the replication link ({resource or 'all resources'})"
+            try:
+                self.marks.mark_outdated(
+                    by=peer, resource=resource or "", at_wall=at_wall, reason=why
+                )
+            except StateError as exc:
+                return OutdateAnswer(False, False, f"could not persist the mark: {exc}")
+            problems = [drbd_problem] if drbd_problem else []
+            for name in self.cfg.resources:
+                result = await self._drbd(
+                    [self.cfg.drbdadm, "outdate", name], limit=COMMAND_TIMEOUT, check=False
+                )
+                if result.returncode != 0:
+                    problems.append(result.summary())
+            try:
+                still_primary = [s.name for s in await self.states() if s.primary]
+            except ActionError as exc:
+                still_primary = []
+                problems.append(f"DRBD state unreadable ({exc})")
+        if still_primary:
+            return OutdateAnswer(False, True, f"{', '.join(still_primary)} Primary here")
+        detail = "; DRBD: " + "; ".join(problems) if problems else "; DRBD disk Outdated"
+        log.warning("data outdated at %s's request: %s", peer, why)
+        return OutdateAnswer(True, False, "outdated: mark persisted" + detail)
 
     async def fence(self, limit: float) -> None:
         """Unmount and demote without queries first: every command at once where possible."""

@@ -348,6 +348,16 @@ async def _heartbeat(request: web.Request) -> web.Response:
     return _settings(request).render.response(answer, status)
 
 
+async def _outdate(request: web.Request) -> web.Response:
+    """DRBD fencing from the peer: outdate this node's data (signed like a heartbeat)."""
+    peer = request.app[PEER]
+    if peer is None:
+        return _error(request, 404, "the peer channel is not configured")
+    body = await _body(request)
+    status, answer = await peer.handle_outdate(body, request.headers.get(SIGNATURE_HEADER))
+    return _settings(request).render.response(answer, status)
+
+
 # --------------------------------------------------------------------------- wiring
 
 
@@ -404,6 +414,7 @@ def create_app(
     app.router.add_post("/uncordon", _control(_cordon_action(False)))
     app.router.add_post("/clear-failed", _control(_clear_failed))
     app.router.add_post("/peer/heartbeat", _heartbeat)
+    app.router.add_post("/peer/outdate", _outdate)
     return app
 
 

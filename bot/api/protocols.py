@@ -41,3 +41,7 @@ class ControlSink(Protocol):
 
 class PeerHandler(Protocol):
     async def handle(self, body: bytes, signature: str | None) -> tuple[int, dict[str, Any]]: ...
+
+    async def handle_outdate(
+        self, body: bytes, signature: str | None
+    ) -> tuple[int, dict[str, Any]]: ...

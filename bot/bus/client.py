@@ -415,8 +415,32 @@ class Bus:
     async def set_failed(self, node: str, until_wall: float | None) -> None:
         await self._per_node("failed", node, None if until_wall is None else {"until": until_wall})
 
-    async def set_outdated(self, node: str, on: bool) -> None:
-        await self._per_node("outdated", node, {"at": time.time()} if on else None)
+    async def set_outdated(self, node: str, on: bool, *, by: str | None = None) -> int | None:
+        """Mark ``node``'s data outdated (or clear the mark), confirmed as the lease is:
+        with confirmation on (Sentinel), only once ``WAIT 1`` says a replica has it,
+        so a Sentinel switch cannot lose it. Returns the replicas that confirmed (None
+        without confirmation); BusUnavailable when none did in time."""
+        name = f"outdated:{node}"
+        value = model.dumps({"at": time.time(), "by": by or self.node_id}) if on else None
+
+        async def go() -> list[Any]:
+            pipe = self._r.pipeline(transaction=False)
+            if value is None:
+                pipe.hdel(self.keys.control, name)
+            else:
+                pipe.hset(self.keys.control, name, value)
+            pipe.publish(self.keys.wake, "control")
+            if self.confirm_writes:
+                pipe.execute_command("WAIT", 1, self._wait_ms())
+            return list(await pipe.execute())
+
+        replies = await self._run("write outdated mark", go)
+        if not self.confirm_writes:
+            return None
+        replicas = int(replies[-1])
+        if replicas < 1:
+            raise BusUnavailable(f"outdated mark for {node}: no replica confirmed it in time")
+        return replicas
 
     # ------------------------------------------------------------------ events
 

@@ -1,12 +1,9 @@
-"""failover-bot fence-local | drbd-fence-peer: the actions systemd and DRBD call."""
+"""failover-bot fence-local: the action systemd calls when the bot stops."""
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
-import os
-import sys
 
 from bot.actions.asterisk import AsteriskService
 from bot.actions.drbd import Drbd
@@ -14,7 +11,6 @@ from bot.actions.vip import Vip
 from bot.bus import Bus, BusError
 from bot.commands.base import (
     EXIT_OK,
-    CannotRun,
     CommandFailed,
     add_config_arg,
     config_from_args,
@@ -25,14 +21,6 @@ from bot.state import StateDir, StateError
 from bot.takeover import Takeover
 
 log = logging.getLogger(__name__)
-
-# DRBD's fence-peer handler exit codes (drbd.conf(5), "fence-peer").
-DRBD_PEER_INCONSISTENT = 3
-DRBD_PEER_OUTDATED = 4
-DRBD_PEER_DOWN = 5
-DRBD_PEER_PRIMARY = 6
-# Anything outside 3..7 tells DRBD the handler failed: it does not assume the peer is fenced.
-DRBD_HANDLER_FAILED = 1
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -46,20 +34,6 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--even-if-paused", action="store_true", help="fence even in maintenance mode (operators)"
     )
     p.set_defaults(handler=run_async(fence_local))
-
-    p = sub.add_parser(
-        "drbd-fence-peer",
-        help="DRBD's fence-peer handler: mark the peer's data outdated on the cluster bus "
-        "(exit 4 peer outdated, 6 peer is primary, other codes: not fenced)",
-    )
-    add_config_arg(p)
-    p.add_argument("--peer", metavar="NODE", help="the peer's node id (default: the only peer)")
-    p.add_argument(
-        "--unfence",
-        action="store_true",
-        help="clear this node's own outdated mark (DRBD after-resync-target)",
-    )
-    p.set_defaults(handler=drbd_fence_peer)
 
 
 # ------------------------------------------------------------------ fence-local
@@ -122,56 +96,3 @@ async def _event(cfg: Config, kind: str, message: str, reason: str) -> None:
         log.info("event not recorded: %s", exc)
     finally:
         await bus.close()
-
-
-# ------------------------------------------------------------------ drbd-fence-peer
-
-
-def drbd_fence_peer(args: argparse.Namespace) -> int:
-    """Exit codes are DRBD's, not the CLI's: DRBD reads them."""
-    try:
-        return asyncio.run(_drbd_fence_peer(args))
-    except (CannotRun, CommandFailed) as exc:
-        print(f"drbd-fence-peer: {exc}", file=sys.stderr)
-        return DRBD_HANDLER_FAILED
-
-
-async def _drbd_fence_peer(args: argparse.Namespace) -> int:
-    cfg = config_from_args(args)
-    resource = os.environ.get("DRBD_RESOURCE", "?")
-    bus = Bus.from_config(cfg)
-    try:
-        if args.unfence:
-            await bus.set_outdated(cfg.node.id, False)
-            message = f"{cfg.node.id} resynchronised ({resource}): outdated mark cleared"
-            code = EXIT_OK
-        else:
-            peer = _peer_id(cfg, args.peer)
-            lease = (await bus.read_lease()).lease
-            if lease is not None and lease.next_node is None and lease.holder == peer:
-                # The peer is the primary: DRBD outdates this node instead.
-                print(f"{peer} holds the lease (epoch {lease.epoch}): not outdating the primary")
-                return DRBD_PEER_PRIMARY
-            await bus.set_outdated(peer, True)
-            message = f"{peer} marked outdated on the cluster bus (DRBD {resource} lost its peer)"
-            code = DRBD_PEER_OUTDATED
-        print(message)
-        try:
-            await bus.append_event("drbd_fence_peer", message, resource=resource)
-        except BusError as exc:
-            log.info("event not recorded: %s", exc)
-        return code
-    except BusError as exc:
-        raise CommandFailed(f"the cluster bus did not take the outdated mark: {exc}") from None
-    finally:
-        await bus.close()
-
-
-def _peer_id(cfg: Config, given: str | None) -> str:
-    if given:
-        if given not in cfg.peer_ids:
-            raise CannotRun(f"{given!r} is not a configured peer ({', '.join(cfg.peer_ids)})")
-        return given
-    if len(cfg.peer_ids) != 1:
-        raise CannotRun("cannot tell which peer to outdate: give --peer NODE")
-    return cfg.peer_ids[0]

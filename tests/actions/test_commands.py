@@ -175,7 +175,7 @@ def test_drbd_fence_peer_without_redis_is_not_a_fence(tmp_path: Path) -> None:
     result = cli("drbd-fence-peer", "--config", str(write_config(tmp_path, dead_redis_url())))
     # Not 3..7: DRBD must not believe the peer was fenced.
     assert result.returncode == 1
-    assert "outdated mark" in result.stderr
+    assert "peer NOT outdated" in result.stderr
 
 
 def test_drbd_fence_peer_with_a_broken_config_is_not_a_fence(tmp_path: Path) -> None:

@@ -78,7 +78,7 @@ async def test_promote_refused_without_good_data(
 async def test_operator_force_promotes_outdated_data(world: FakeWorld) -> None:
     world.set_drbd({"r0": drbd_resource(disk="Outdated", device="/dev/drbd0")})
     assert await drbd(outdated=lambda: True).promote(force=True) == [
-        "r0 primary",
+        "r0 primary (forced)",
         "/srv/pbx mounted",
     ]
     assert world.role("r0") == "Primary"
@@ -107,7 +107,7 @@ async def test_demote_unmounts_before_secondary(world: FakeWorld) -> None:
 
 
 def test_example_resource_parses_with_real_drbdadm(tmp_path: Path) -> None:
-    res = REPO / "deploy" / "drbd" / "pbx.res"
+    res = REPO / "deploy" / "drbd" / "pbx-drbd9.res"  # pbx.res is 8.4: tests/deploy
     result = subprocess.run(
         ["drbdadm", "-c", str(res), "dump", "all"],
         capture_output=True,
@@ -118,7 +118,7 @@ def test_example_resource_parses_with_real_drbdadm(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     dump = result.stdout
     assert "auto-promote      no;" in dump or "auto-promote no;" in dump
-    assert "fencing          resource-only;" in dump or "fencing resource-only;" in dump
+    assert "fencing          resource-and-stonith;" in dump
     assert 'fence-peer       "/usr/local/bin/failover-bot drbd-fence-peer' in dump
     # A broken copy is rejected: the check can fail.
     broken = tmp_path / "broken.res"

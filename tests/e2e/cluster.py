@@ -19,7 +19,7 @@ from bot.lab.cluster import RESOURCE
 from bot.lab.cluster import Cluster as LabCluster
 from bot.lab.cluster import Node as Node
 from bot.lab.netns import Topology
-from tests.e2e import recorders
+from tests.e2e import recorders, replication
 from tests.e2e.checker import Allowance, Interval, Observations, Verdict, check, merge
 from tests.e2e.netns import VipSampler
 from tests.e2e.proxy import ProxyProcess
@@ -30,9 +30,18 @@ __all__ = ["Cluster", "Node", "have_tools"]
 
 class Cluster(LabCluster):
     def __init__(
-        self, workdir: Path, topology: Topology | None, *, proxied: bool = False, **kw: Any
+        self,
+        workdir: Path,
+        topology: Topology | None,
+        *,
+        proxied: bool = False,
+        replication: bool = False,
+        **kw: Any,
     ) -> None:
         super().__init__(workdir, topology, drbd_fake=FAKES_BIN.parent / "fakecmd.py", **kw)
+        # With ``replication``, the DRBD stand-in models the link, fencing with the
+        # shipped policies and the bot's handlers, and the application's writes.
+        self.replication = replication
         # With ``proxied``, each bot reaches Redis and its peer through a TCP proxy that
         # a test can cut: a partition that is real at the socket level.
         self.proxied = proxied
@@ -44,6 +53,8 @@ class Cluster(LabCluster):
         self.boot_recorders: dict[str, recorders.AmiBootRecorder] = {}
 
     def before_bots(self) -> None:
+        if self.replication:
+            replication.enable(self, RESOURCE)
         if self.proxied:
             for node in self.nodes.values():
                 self.proxies[node.id] = {
@@ -93,6 +104,33 @@ class Cluster(LabCluster):
     def heal(self, node_id: str, *links: str) -> None:
         for link in links:
             self.proxies[node_id][link].heal()
+
+    # ------------------------------------------------------------------ replication
+
+    def cut_replication(self) -> int:
+        """The replication link breaks (returns when the Primary's handler has returned)."""
+        return replication.fake_drbd(self, "a", "link-down", RESOURCE)
+
+    def heal_replication(self) -> int:
+        """The link comes back: resync from the newer side, or StandAlone on a split brain."""
+        return replication.fake_drbd(self, "a", "link-up", RESOURCE)
+
+    def kill_host(self, node_id: str) -> None:
+        super().kill_host(node_id)
+        if self.replication:
+            replication.fake_drbd(self, node_id, "host-down", RESOURCE)
+
+    def revive_host(self, node_id: str) -> None:
+        if not self.replication:
+            super().revive_host(node_id)
+            return
+        if self.topology is not None:
+            self.topology.exec(node_id, ["ip", "link", "set", "dev", "eth0", "up"], check=False)
+            addr = f"{self.topology.address(node_id)}/24"
+            self.topology.exec(node_id, ["ip", "addr", "add", addr, "dev", "eth0"], check=False)
+        replication.fake_drbd(self, node_id, "host-up", RESOURCE)
+        self.heal_replication()
+        self.start_bot(node_id)
 
     # ------------------------------------------------------------------ verdict
 

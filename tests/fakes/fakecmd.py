@@ -14,6 +14,22 @@ The DRBD fake behaves as DRBD does where the bot depends on it: ``primary`` is
 refused while the peer is primary and connected, or without UpToDate data
 (unless ``--force``); ``secondary`` is refused while the device is mounted;
 without the kernel module (``"module": false``) every command exits 20.
+
+Replication (``fake-drbd``, the part of the kernel the safety depends on): the
+link is up or down (``link-down``/``link-up``); each node has its own view of the
+peer's disk (``pdsk``) while disconnected. With ``"fencing":
+"resource-and-stonith"`` a Primary whose link broke freezes I/O until its
+fence-peer handler returns a code that resolves the peer's disk (3/4/5/7, as
+drbd_nl.c does); ``"resource-only"`` runs the handler but keeps writing. A
+disconnected Secondary that is promoted calls the handler first. Handlers are the
+commands in ``hosts.NODE.handlers`` run with ``hosts.NODE.env``; every run is
+logged to ``handlers.jsonl``. ``write RES ID`` is an application write on this
+node: refused unless Primary, blocked while I/O is frozen, replicated to the peer
+while connected (protocol C), appended to ``data-NODE.ids`` and acknowledged with
+this node's generation. On ``link-up`` the older side resynchronises from the
+newer (``after-resync-target`` runs on it); diverged data is a split brain
+resolved by the ``after_sb`` policies or left StandAlone. Each promotion keeps a
+copy of the promoted node's data in ``promotions/`` for the checker.
 """
 
 from __future__ import annotations
@@ -138,7 +154,7 @@ def module_missing(tool: str) -> int:
     return 20
 
 
-def drbdadm(argv: list[str]) -> int:
+def drbdadm(argv: list[str], handler_ran: bool = False) -> int:
     args = list(argv)
     if args[:1] == ["-c"]:
         args = args[2:]
@@ -148,6 +164,7 @@ def drbdadm(argv: list[str]) -> int:
         err("USAGE: drbdadm COMMAND [OPTION...] {all|RESOURCE...}")
         return 1
     verb, name = args
+    call_handler = False
     with locked(DRBD_DIR):
         state = drbd_state()
         if not state.get("module", True):
@@ -163,20 +180,37 @@ def drbdadm(argv: list[str]) -> int:
             peer = peers[0]["role"] if peers and connected else "Unknown"
             out(f"{me['role']}/{peer}")
         elif verb == "dstate":
-            peer = peers[0]["disk"] if peers and connected else "DUnknown"
+            peer = peers[0]["disk"] if peers and connected else me.get("pdsk", "DUnknown")
             out(f"{me['disk']}/{peer}")
         elif verb == "cstate":
-            out("Connected" if connected else "WFConnection")
+            if connected:
+                out("Connected")
+            else:
+                out("StandAlone" if res.get("split_brain") else "WFConnection")
         elif verb == "primary":
+            if me["role"] == "Primary":
+                return 0
             if connected and any(p["role"] == "Primary" for p in peers):
                 err(f"{name}: State change failed: (-1) Multiple primaries not allowed by config")
                 return 11
             if me["disk"] != "UpToDate" and not force:
                 err(f"{name}: State change failed: (-2) Need access to UpToDate data")
                 return 11
-            me["role"] = "Primary"
-            if force:
-                me["disk"] = "UpToDate"
+            unresolved = me.get("pdsk", "DUnknown") not in ("Outdated", "Inconsistent")
+            fencing = res.get("fencing", "dont-care") != "dont-care"
+            if not connected and fencing and unresolved and not force:
+                if handler_ran:
+                    err(
+                        f"{name}: State change failed: (-7) Refusing to be Primary while "
+                        "peer is not outdated"
+                    )
+                    return 11
+                call_handler = True
+            else:
+                me["role"] = "Primary"
+                if force:
+                    me["disk"] = "UpToDate"
+                record_promotion(name, NODE, state)
         elif verb == "secondary":
             mounts = load(STATE, "mounts.json", {})
             if res.get("device") and res["device"] in mounts.values():
@@ -187,11 +221,17 @@ def drbdadm(argv: list[str]) -> int:
             if me["role"] == "Primary":
                 err(f"{name}: State change failed: (-2) Refusing to outdate a primary")
                 return 11
-            me["disk"] = "Outdated"
+            if me["disk"] in ("UpToDate", "Consistent"):
+                me["disk"] = "Outdated"
         else:
             err(f"drbdadm: unknown command '{verb}'")
             return 1
-        save(DRBD_DIR, "drbd.json", state)
+        if not call_handler:
+            save(DRBD_DIR, "drbd.json", state)
+    if call_handler:
+        # A disconnected Secondary asked to become Primary outdates its peer first.
+        fence_peer(name, NODE)
+        return drbdadm(argv, handler_ran=True)
     return 0
 
 
@@ -228,7 +268,7 @@ def drbdsetup(argv: list[str]) -> int:
                             "replication-state": "Established",
                             "peer-disk-state": peer["disk"]
                             if res.get("connected", True)
-                            else "DUnknown",
+                            else me.get("pdsk", "DUnknown"),
                         }
                     ],
                 }
@@ -238,13 +278,278 @@ def drbdsetup(argv: list[str]) -> int:
                 "name": name,
                 "node-id": 0,
                 "role": me["role"],
-                "suspended": False,
+                "suspended": frozen(res, NODE),
                 "devices": [{"volume": 0, "minor": 0, "disk-state": me["disk"]}],
                 "connections": conns,
             }
         )
     out(json.dumps(result, indent=2))
     return 0
+
+
+# --------------------------------------------------------------------------- replication
+
+FENCING_CODES_RESOLVED = {3: "Inconsistent", 4: "Outdated", 7: "Outdated"}
+
+
+def data_path(node: str) -> str:
+    return os.path.join(DRBD_DIR, f"data-{node}.ids")
+
+
+def read_data(node: str) -> list[str]:
+    try:
+        with open(data_path(node)) as fh:
+            return [line.strip() for line in fh if line.strip()]
+    except FileNotFoundError:
+        return []
+
+
+def append_data(node: str, write_id: str) -> None:
+    with open(data_path(node), "a") as fh:
+        fh.write(write_id + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def copy_data(source: str, target: str) -> None:
+    data = read_data(source)
+    path = data_path(target)
+    with open(path + ".tmp", "w") as fh:
+        fh.write("".join(i + "\n" for i in data))
+    os.replace(path + ".tmp", path)
+
+
+def peer_names(res: dict[str, Any], node: str) -> list[str]:
+    return [k for k in res["nodes"] if k != node]
+
+
+def frozen(res: dict[str, Any], node: str) -> bool:
+    """resource-and-stonith: a Primary that lost its peer writes nothing until the
+    fence-peer handler told it what became of the peer's disk."""
+    me = res["nodes"][node]
+    if res.get("fencing") != "resource-and-stonith" or me["role"] != "Primary":
+        return False
+    if res.get("connected", True):
+        return False
+    return me.get("pdsk", "DUnknown") not in ("Outdated", "Inconsistent")
+
+
+def run_handler(state: dict[str, Any], res_name: str, node: str, handler: str) -> int | None:
+    """Run NODE's HANDLER (outside the lock); None when none is configured."""
+    import subprocess
+
+    host = state.get("hosts", {}).get(node, {})
+    argv = host.get("handlers", {}).get(handler)
+    if not argv:
+        return None
+    res = state["resources"][res_name]
+    env = dict(host.get("env") or os.environ)
+    peers = peer_names(res, node)
+    env.update(DRBD_RESOURCE=res_name, DRBD_PEER=",".join(peers), DRBD_PEERS=",".join(peers))
+    t0 = time.monotonic()
+    try:
+        proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60)
+        code, stdout, stderr = proc.returncode, proc.stdout, proc.stderr
+    except subprocess.TimeoutExpired:
+        code, stdout, stderr = -9, "", "handler timed out after 60 s"
+    line = {
+        "t0": t0,
+        "t": time.monotonic(),
+        "node": node,
+        "resource": res_name,
+        "handler": handler,
+        "exit": code,
+        "stdout": stdout[-2000:],
+        "stderr": stderr[-2000:],
+    }
+    with open(os.path.join(DRBD_DIR, "handlers.jsonl"), "a") as fh:
+        fh.write(json.dumps(line) + "\n")
+    return code
+
+
+def apply_fence_result(res: dict[str, Any], node: str, code: int | None) -> bool:
+    """What DRBD makes of the handler's exit code (drbd_nl.c); True: peer resolved."""
+    me = res["nodes"][node]
+    if code in FENCING_CODES_RESOLVED:
+        me["pdsk"] = FENCING_CODES_RESOLVED[code]
+        return True
+    if code == 5 and me["disk"] == "UpToDate":
+        me["pdsk"] = "Outdated"  # "peer is unreachable, assumed to be dead"
+        return True
+    if code == 6:
+        me["disk"] = "Outdated"  # "peer is active": outdate myself
+    return False
+
+
+def fence_peer(res_name: str, node: str) -> int | None:
+    """Call NODE's fence-peer handler and apply its answer; returns its exit code."""
+    with locked(DRBD_DIR):
+        state = drbd_state()
+    code = run_handler(state, res_name, node, "fence-peer")
+    with locked(DRBD_DIR):
+        state = drbd_state()
+        res = state["resources"][res_name]
+        if not res.get("connected", True):
+            apply_fence_result(res, node, code)
+            save(DRBD_DIR, "drbd.json", state)
+    return code
+
+
+def link_down(res_name: str, react: bool = False) -> int:
+    """The replication link breaks; each surviving Primary calls its fence-peer handler.
+    ``react``: the link was already marked down (a host died): react all the same."""
+    with locked(DRBD_DIR):
+        state = drbd_state()
+        res = state["resources"][res_name]
+        was = res.get("connected", True) or react
+        if res.get("connected", True):
+            for info in res["nodes"].values():
+                info.pop("pdsk", None)  # DUnknown until a handler says otherwise
+        res["connected"] = False
+        save(DRBD_DIR, "drbd.json", state)
+        primaries = [
+            n for n, v in res["nodes"].items() if v["role"] == "Primary" and not v.get("dead")
+        ]
+        fencing = res.get("fencing", "dont-care")
+    if not was or fencing == "dont-care":
+        return 0
+    for node in primaries:
+        fence_peer(res_name, node)
+    return 0
+
+
+def is_prefix(short: list[str], long: list[str]) -> bool:
+    return len(short) <= len(long) and long[: len(short)] == short
+
+
+def link_up(res_name: str) -> int:
+    with locked(DRBD_DIR):
+        state = drbd_state()
+        res = state["resources"][res_name]
+        nodes = res["nodes"]
+        if res.get("connected", True):
+            return 0
+        if any(v.get("dead") for v in nodes.values()):
+            err(f"{res_name}: a host is down; the link stays down")
+            return 1
+        if res.get("split_brain"):
+            err(f"{res_name}: StandAlone after a split brain; resolve by hand")
+            return 1
+        a, b = sorted(nodes)
+        da, db = read_data(a), read_data(b)
+        target: str | None = None
+        source: str | None = None
+        if da == db:
+            # Nothing to copy; an Outdated or Inconsistent side still becomes a target.
+            for n in (a, b):
+                other = b if n == a else a
+                if nodes[n]["disk"] != "UpToDate" and nodes[other]["disk"] == "UpToDate":
+                    target, source = n, other
+        elif is_prefix(da, db) and nodes[a]["role"] != "Primary":
+            target, source = a, b
+        elif is_prefix(db, da) and nodes[b]["role"] != "Primary":
+            target, source = b, a
+        else:
+            victim = split_brain_victim(res, a, b)
+            if victim is None:
+                res["split_brain"] = True
+                save(DRBD_DIR, "drbd.json", state)
+                sb = [a, b]
+            else:
+                target, source = victim, (b if victim == a else a)
+                sb = []
+            if sb:
+                for n in sb:
+                    run_handler(state, res_name, n, "split-brain")
+                return 1
+        if target is not None and source is not None:
+            copy_data(source, target)
+            nodes[target]["disk"] = "UpToDate"
+        res["connected"] = True
+        for info in nodes.values():
+            info.pop("pdsk", None)
+        save(DRBD_DIR, "drbd.json", state)
+    if target is not None:
+        run_handler(state, res_name, target, "after-resync-target")
+    return 0
+
+
+def split_brain_victim(res: dict[str, Any], a: str, b: str) -> str | None:
+    """The side the after-sb policy discards, or None: disconnect (StandAlone)."""
+    policy = res.get("after_sb", {})
+    primaries = [n for n in (a, b) if res["nodes"][n]["role"] == "Primary"]
+    if len(primaries) == 1 and policy.get("1pri") == "discard-secondary":
+        return b if primaries[0] == a else a
+    if not primaries and policy.get("0pri") == "discard-younger-primary":
+        return None
+    return None
+
+
+def app_write(res_name: str, write_id: str, limit: float) -> int:
+    """One application write on this node: acknowledged (exit 0, prints the generation
+    and the time) or not (exit 1 not primary, 75 I/O frozen past the limit)."""
+    deadline = time.monotonic() + limit
+    while True:
+        with locked(DRBD_DIR):
+            state = drbd_state()
+            res = state["resources"].get(res_name)
+            if res is None:
+                err(f"'{res_name}' not defined")
+                return 10
+            me = res["nodes"][NODE]
+            if me["role"] != "Primary" or me.get("dead"):
+                err(f"{res_name}: not Primary here")
+                return 1
+            if not frozen(res, NODE):
+                append_data(NODE, write_id)
+                if res.get("connected", True):
+                    for peer in peer_names(res, NODE):
+                        if not res["nodes"][peer].get("dead"):
+                            append_data(peer, write_id)
+                out(json.dumps({"gen": me.get("gen", 0), "t": time.monotonic()}))
+                return 0
+        if time.monotonic() > deadline:
+            err(f"{res_name}: I/O suspended (fencing: waiting for the fence-peer handler)")
+            return 75
+        time.sleep(0.02)
+
+
+def record_promotion(res_name: str, node: str, state: dict[str, Any]) -> None:
+    me = state["resources"][res_name]["nodes"][node]
+    me["gen"] = int(me.get("gen", 0)) + 1
+    directory = os.path.join(DRBD_DIR, "promotions")
+    os.makedirs(directory, exist_ok=True)
+    t = time.monotonic()
+    name = f"{t:.6f}-{node}.ids"
+    with open(os.path.join(directory, name), "w") as fh:
+        fh.write("".join(i + "\n" for i in read_data(node)))
+    with open(os.path.join(DRBD_DIR, "promotions.jsonl"), "a") as fh:
+        fh.write(json.dumps({"t": t, "node": node, "gen": me["gen"], "file": name}) + "\n")
+
+
+def fake_drbd(argv: list[str]) -> int:
+    """fake-drbd link-down|link-up RES | write RES ID [TIMEOUT] | host-down|host-up RES"""
+    if len(argv) < 2:
+        err("usage: fake-drbd link-down|link-up|host-down|host-up RES | write RES ID [TIMEOUT]")
+        return 2
+    verb, res_name = argv[0], argv[1]
+    if verb == "link-down":
+        return link_down(res_name)
+    if verb == "link-up":
+        return link_up(res_name)
+    if verb in ("host-down", "host-up"):
+        with locked(DRBD_DIR):
+            state = drbd_state()
+            me = state["resources"][res_name]["nodes"][NODE]
+            me["dead"] = verb == "host-down"
+            if me["dead"]:
+                me["role"] = "Secondary"  # a dead host holds nothing open
+            save(DRBD_DIR, "drbd.json", state)
+        return link_down(res_name, react=True) if verb == "host-down" else 0
+    if verb == "write" and len(argv) >= 3:
+        return app_write(res_name, argv[2], float(argv[3]) if len(argv) > 3 else 2.0)
+    err(f"fake-drbd: unknown verb {verb!r}")
+    return 2
 
 
 # --------------------------------------------------------------------------- mounts
@@ -390,6 +695,7 @@ COMMANDS = {
     "ip": ip,
     "arping": arping,
     "fake-service": service,
+    "fake-drbd": fake_drbd,
 }
 
 

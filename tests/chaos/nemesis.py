@@ -1,0 +1,213 @@
+"""The nemesis: a seeded random schedule of faults, and how each is done to the lab.
+
+``schedule(seed, seconds)`` is pure: the same seed gives the same faults, in the
+same order, with the same durations and targets. A target is a role ("primary"
+or "standby"), resolved to a node when the fault starts, so that the schedule
+does not depend on how earlier faults turned out.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import threading
+from collections.abc import Callable
+from contextlib import suppress
+from dataclasses import dataclass
+
+from bot.lab.cluster import HOSTS
+
+# Fault kind -> relative weight. Each is something that happens to PBX pairs.
+KINDS: dict[str, int] = {
+    "host_death": 2,
+    "bot_kill": 2,
+    "bot_stall": 2,
+    "redis_restart": 1,
+    "redis_partition": 2,
+    "peer_partition": 2,
+    "replication_cut": 3,
+    "asterisk_crash": 1,
+    "asterisk_hang": 1,
+    "serial_drop": 1,
+    "span_alarm": 1,
+    "switchover": 1,
+}
+NODE_FAULTS = {
+    "host_death",
+    "bot_kill",
+    "bot_stall",
+    "redis_partition",
+    "asterisk_crash",
+    "asterisk_hang",
+    "serial_drop",
+    "span_alarm",
+}
+
+
+@dataclass(frozen=True)
+class Fault:
+    at: float  # seconds after the run's start
+    kind: str
+    target: str  # "primary" | "standby" | "" (cluster-wide)
+    hold: float  # how long the fault lasts before it is healed
+
+    def describe(self) -> str:
+        who = f" on the {self.target}" if self.target else ""
+        return f"{self.kind}{who} for {self.hold:.1f} s"
+
+
+def schedule(seed: int, seconds: float, *, gap: tuple[float, float] = (4.0, 9.0)) -> list[Fault]:
+    """Faults one after another (each healed before the next) over ``seconds``."""
+    rng = random.Random(seed)
+    kinds = list(KINDS)
+    weights = [KINDS[k] for k in kinds]
+    faults = []
+    t = rng.uniform(*gap)
+    while True:
+        kind = rng.choices(kinds, weights)[0]
+        hold = round(rng.uniform(2.0, 8.0), 1)
+        target = ""
+        if kind in NODE_FAULTS:
+            target = "primary" if rng.random() < 0.7 else "standby"
+        if t + hold > seconds:
+            break
+        faults.append(Fault(round(t, 1), kind, target, hold))
+        t += hold + rng.uniform(*gap)
+    return faults
+
+
+class Nemesis:
+    """Applies faults to a running lab cluster (tests.e2e.cluster.Cluster)."""
+
+    def __init__(self, cluster: object, resource: str) -> None:
+        from tests.e2e.cluster import Cluster
+
+        assert isinstance(cluster, Cluster)
+        self.c = cluster
+        self.resource = resource
+        self._threads: list[threading.Thread] = []
+        self.note = ""  # what the last fault's request answered, for the log
+
+    def resolve(self, target: str) -> str | None:
+        """The node playing ``target`` now: the DRBD Primary, or the other one."""
+        from tests.e2e.replication import drbd_state
+
+        nodes = drbd_state(self.c, self.resource)["nodes"]
+        primaries = [n for n, v in nodes.items() if v.get("role") == "Primary"]
+        primary = primaries[0] if primaries else self.c.primary()
+        if primary is None:
+            primary = "a"
+        return primary if target == "primary" else ("b" if primary == "a" else "a")
+
+    def start(self, fault: Fault) -> tuple[str | None, Callable[[], None]]:
+        """Begin ``fault``; returns the node it hit and the function that heals it."""
+        node = self.resolve(fault.target) if fault.target else None
+        self.note = ""
+        do = getattr(self, f"_{fault.kind}")
+        heal: Callable[[], None] = do(node, fault.hold)
+        return node, heal
+
+    def _background(self, fn: Callable[[], object]) -> None:
+        t = threading.Thread(target=fn, daemon=True)
+        t.start()
+        self._threads.append(t)
+
+    def join(self, timeout: float = 60.0) -> None:
+        for t in self._threads:
+            t.join(timeout)
+
+    # ------------------------------------------------------------------ faults
+
+    def _host_death(self, node: str, hold: float) -> Callable[[], None]:
+        self.c.kill_host(node)
+        return lambda: self.c.revive_host(node)
+
+    def _bot_kill(self, node: str, hold: float) -> Callable[[], None]:
+        with suppress(RuntimeError, ProcessLookupError):
+            self.c.kill_bot(node, signal.SIGKILL)  # the supervisor restarts it
+        return lambda: None
+
+    def _bot_stall(self, node: str, hold: float) -> Callable[[], None]:
+        pid = self.c.nodes[node].bot_pid()
+        if pid is not None:
+            with suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGSTOP)
+
+        def heal() -> None:
+            if pid is not None:
+                with suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGCONT)
+
+        return heal
+
+    def _redis_restart(self, node: str | None, hold: float) -> Callable[[], None]:
+        self.c.redis.restart()  # without persistence: every key is gone
+        return lambda: None
+
+    def _redis_partition(self, node: str, hold: float) -> Callable[[], None]:
+        self.c.cut(node, "redis")
+        return lambda: self.c.heal(node, "redis")
+
+    def _peer_partition(self, node: str | None, hold: float) -> Callable[[], None]:
+        for n in self.c.nodes:
+            self.c.cut(n, "peer")
+        return lambda: [self.c.heal(n, "peer") for n in self.c.nodes] and None
+
+    def _replication_cut(self, node: str | None, hold: float) -> Callable[[], None]:
+        # DRBD runs the Primary's handler as the link breaks; I/O waits on it.
+        self._background(self.c.cut_replication)
+
+        def heal() -> None:
+            self.join()
+            self.c.heal_replication()
+
+        return heal
+
+    def _asterisk_crash(self, node: str, hold: float) -> Callable[[], None]:
+        pid = self.c.nodes[node].asterisk_pid()
+        if pid is not None:
+            with suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        return lambda: None
+
+    def _ami(self, node: str, cmd: dict[str, object]) -> None:
+        with suppress(OSError, ValueError, TimeoutError):
+            self.c.nodes[node].ami_control_cmd(cmd)
+
+    def _asterisk_hang(self, node: str, hold: float) -> Callable[[], None]:
+        self._ami(node, {"cmd": "stall"})
+        return lambda: self._ami(node, {"cmd": "unstall"})
+
+    def _span_alarm(self, node: str, hold: float) -> Callable[[], None]:
+        for span in (1, 2):
+            self._ami(node, {"cmd": "span_alarm", "span": span, "kind": "red"})
+
+        def heal() -> None:
+            for span in (1, 2):
+                self._ami(node, {"cmd": "span_clear", "span": span})
+
+        return heal
+
+    def _rseries(self, cmd: dict[str, object]) -> None:
+        import asyncio
+
+        from bot.jsonline import request
+
+        with suppress(OSError, ValueError, TimeoutError):
+            asyncio.run(request(self.c.rseries_control, cmd))
+
+    def _serial_drop(self, node: str, hold: float) -> Callable[[], None]:
+        link = HOSTS[node]
+        self._rseries({"cmd": "drop", "link": link})
+        return lambda: self._rseries({"cmd": "restore", "link": link})
+
+    def _switchover(self, node: str | None, hold: float) -> Callable[[], None]:
+        primary = self.resolve("primary") or "a"
+        other = "b" if primary == "a" else "a"
+        try:
+            code = self.c.nodes[primary].post("/switchover", {"to": other})
+            self.note = f"POST /switchover to {other}: HTTP {code}"
+        except OSError as exc:
+            self.note = f"POST /switchover failed: {exc}"
+        return lambda: None
