@@ -107,9 +107,12 @@ def test_the_ari_user_of_the_examples_exists_in_asterisk() -> None:
         assert http["bindaddr"] == [url[1]] and http["bindport"] == [url[2]]
     guide = GUIDE.read_text()
     for include in ("ari_failover_secret.conf", "manager_failover_secret.conf"):
-        assert f'#include "{include}"' in (DEPLOY / "asterisk").joinpath(
-            "ari.conf" if include.startswith("ari") else "manager.conf"
-        ).read_text()
+        assert (
+            f'#include "{include}"'
+            in (DEPLOY / "asterisk")
+            .joinpath("ari.conf" if include.startswith("ari") else "manager.conf")
+            .read_text()
+        )
         assert f"/etc/asterisk/{include}" in guide, f"the guide never creates {include}"
 
 

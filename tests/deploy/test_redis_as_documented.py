@@ -64,7 +64,10 @@ class RedisHost:
     def __init__(self, root: Path) -> None:
         self.ns = "fb-redis-" + uuid.uuid4().hex[:8]
         self.root = root
-        self.dirs = {p: root / p.strip("/").replace("/", "-") for p in ("/etc/redis", "/var/lib/redis", "/run/redis", "/run/sentinel")}
+        self.dirs = {
+            p: root / p.strip("/").replace("/", "-")
+            for p in ("/etc/redis", "/var/lib/redis", "/run/redis", "/run/sentinel")
+        }
         self.logs = root / "logs"
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -93,8 +96,19 @@ class RedisHost:
 
     def cli(self, port: int, password: str, *args: str) -> str:
         proc = _run(
-            ["ip", "netns", "exec", self.ns, "redis-cli", "--no-auth-warning", "-p", str(port),
-             "-a", password, *args]
+            [
+                "ip",
+                "netns",
+                "exec",
+                self.ns,
+                "redis-cli",
+                "--no-auth-warning",
+                "-p",
+                str(port),
+                "-a",
+                password,
+                *args,
+            ]
         )
         return proc.stdout.strip() if proc.returncode == 0 else f"ERROR {proc.stderr}"
 
@@ -122,8 +136,17 @@ def host(tmp_path: Path) -> Iterator[RedisHost]:
     try:
         pwd.getpwnam("redis")
     except KeyError:
-        _run(["useradd", "--system", "--user-group", "--no-create-home", "--shell",
-              "/usr/sbin/nologin", "redis"]).check_returncode()
+        _run(
+            [
+                "useradd",
+                "--system",
+                "--user-group",
+                "--no-create-home",
+                "--shell",
+                "/usr/sbin/nologin",
+                "redis",
+            ]
+        ).check_returncode()
     h = RedisHost(tmp_path / "host")
     h.root.mkdir()
     try:
@@ -136,8 +159,10 @@ def host(tmp_path: Path) -> Iterator[RedisHost]:
 def test_documented_redis_and_sentinel_start_as_user_redis(host: RedisHost) -> None:
     def up() -> bool:
         assert host.proc is not None and host.proc.poll() is None, host.log()
-        return host.cli(6379, PASSWORD, "ping") == "PONG" and host.cli(
-            26379, SENTINEL_PASSWORD, "ping") == "PONG"
+        return (
+            host.cli(6379, PASSWORD, "ping") == "PONG"
+            and host.cli(26379, SENTINEL_PASSWORD, "ping") == "PONG"
+        )
 
     wait_for_sync(up, 20, "redis and sentinel to answer")
     # Both run as redis, listen where the host file says, and demand their passwords.
@@ -148,13 +173,20 @@ def test_documented_redis_and_sentinel_start_as_user_redis(host: RedisHost) -> N
     for port in (6379, 26379):
         assert f"127.0.0.1:{port}" in listening and f"{ADDRESS}:{port}" in listening, listening
         assert f"0.0.0.0:{port}" not in listening and f"*:{port}" not in listening, listening
-    assert "NOAUTH" in host.cli(6379, "", "ping") + host.cli(6379, "wrong", "ping") or \
-        "WRONGPASS" in host.cli(6379, "wrong", "ping")
+    assert "NOAUTH" in host.cli(6379, "", "ping") + host.cli(
+        6379, "wrong", "ping"
+    ) or "WRONGPASS" in host.cli(6379, "wrong", "ping")
     assert host.cli(26379, "wrong", "ping") != "PONG"
     # Redis writes its append-only files where the unit lets it.
     assert host.cli(6379, PASSWORD, "config", "get", "dir").splitlines()[1] == "/var/lib/redis"
-    wait_for_sync(lambda: any(host.dirs["/var/lib/redis"].rglob("*.aof")) or any(
-        host.dirs["/var/lib/redis"].glob("appendonlydir")), 10, "the append-only file")
+    wait_for_sync(
+        lambda: (
+            any(host.dirs["/var/lib/redis"].rglob("*.aof"))
+            or any(host.dirs["/var/lib/redis"].glob("appendonlydir"))
+        ),
+        10,
+        "the append-only file",
+    )
     # Sentinel watches a master on this host (the shipped one is on another host) with
     # auth-pass, and rewrites its configuration: it may, and the result stays private.
     for command in (
@@ -164,9 +196,14 @@ def test_documented_redis_and_sentinel_start_as_user_redis(host: RedisHost) -> N
     ):
         assert host.cli(26379, SENTINEL_PASSWORD, *command) == "OK", command
     wait_for_sync(
-        lambda: "master" == _field(host.cli(26379, SENTINEL_PASSWORD, "sentinel", "master",
-                                            "failover-bot"), "flags"),
-        15, "sentinel to reach the master with auth-pass",
+        lambda: (
+            "master"
+            == _field(
+                host.cli(26379, SENTINEL_PASSWORD, "sentinel", "master", "failover-bot"), "flags"
+            )
+        ),
+        15,
+        "sentinel to reach the master with auth-pass",
     )
     assert host.cli(26379, SENTINEL_PASSWORD, "sentinel", "flushconfig") == "OK"
     sentinel_conf = host.dirs["/etc/redis"] / "sentinel.conf"
@@ -205,8 +242,9 @@ def test_documented_redis_and_sentinel_start_as_user_redis(host: RedisHost) -> N
     """)
     secrets = host.root / "bot"
     secrets.mkdir()
-    out = _run(["ip", "netns", "exec", host.ns, sys.executable, "-c", script, str(secrets)],
-               cwd=REPO)
+    out = _run(
+        ["ip", "netns", "exec", host.ns, sys.executable, "-c", script, str(secrets)], cwd=REPO
+    )
     assert out.returncode == 0 and out.stdout.startswith("run_id "), out.stderr + host.log()
 
 
