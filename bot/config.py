@@ -22,8 +22,8 @@ import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlparse
 from typing import Any, Literal
+from urllib.parse import urlparse
 
 DEFAULT_CONFIG_PATH = "/etc/failover-bot/node.toml"
 

@@ -38,8 +38,9 @@ install -o redis -g redis -m 0640 "$SRC/sentinel.conf" /etc/redis/sentinel.conf
 umask 027
 printf 'bind 127.0.0.1 %s\\nrequirepass %s\\nmasterauth %s\\n' \\
     {ADDRESS} {PASSWORD} {PASSWORD} > /etc/redis/failover-bot.conf
-printf 'bind 127.0.0.1 %s\\nrequirepass %s\\nsentinel sentinel-pass %s\\nsentinel auth-pass failover-bot %s\\n' \\
-    {ADDRESS} {SENTINEL_PASSWORD} {SENTINEL_PASSWORD} {PASSWORD} \\
+printf 'bind 127.0.0.1 %s\\nrequirepass %s\\nsentinel sentinel-pass %s\\n%s\\n' \\
+    {ADDRESS} {SENTINEL_PASSWORD} {SENTINEL_PASSWORD} \\
+    "sentinel auth-pass failover-bot {PASSWORD}" \\
     > /etc/redis/failover-bot-sentinel.conf
 chown redis:redis /etc/redis/failover-bot.conf /etc/redis/failover-bot-sentinel.conf
 """
@@ -48,8 +49,13 @@ chown redis:redis /etc/redis/failover-bot.conf /etc/redis/failover-bot-sentinel.
 UNIT_START = """
 install -d -o redis -g redis -m 2755 /run/redis /run/sentinel
 cd /
-setpriv --reuid=redis --regid=redis --init-groups bash -c 'umask 007; exec /usr/bin/redis-server /etc/redis/redis.conf --supervised systemd --daemonize no' >"$LOGS/redis.log" 2>&1 &
-setpriv --reuid=redis --regid=redis --init-groups bash -c 'umask 007; exec /usr/bin/redis-sentinel /etc/redis/sentinel.conf --supervised systemd --daemonize no' >"$LOGS/sentinel.log" 2>&1 &
+as_redis() {
+    setpriv --reuid=redis --regid=redis --init-groups bash -c "umask 007; exec $*"
+}
+as_redis /usr/bin/redis-server /etc/redis/redis.conf --supervised systemd --daemonize no \\
+    >"$LOGS/redis.log" 2>&1 &
+as_redis /usr/bin/redis-sentinel /etc/redis/sentinel.conf --supervised systemd --daemonize no \\
+    >"$LOGS/sentinel.log" 2>&1 &
 wait
 """
 
@@ -197,10 +203,10 @@ def test_documented_redis_and_sentinel_start_as_user_redis(host: RedisHost) -> N
         assert host.cli(26379, SENTINEL_PASSWORD, *command) == "OK", command
     wait_for_sync(
         lambda: (
-            "master"
-            == _field(
+            _field(
                 host.cli(26379, SENTINEL_PASSWORD, "sentinel", "master", "failover-bot"), "flags"
             )
+            == "master"
         ),
         15,
         "sentinel to reach the master with auth-pass",
