@@ -48,8 +48,8 @@ def skip_reason(role: str, paused: bool, peer: str | None) -> str | None:
 def progress(role: str, holds_lease: bool, request_seen: bool, request_pending: bool) -> Progress:
     """Where a stop's hand-over stands, from what the HA loop shows.
 
-    ``request_seen``: the loop has read our switchover request at least once;
-    ``request_pending``: it is still on the bus. A request the loop read and then
+    ``request_seen``: the loop has read the bus since our switchover request;
+    ``request_pending``: the request is still there. A request the loop read and
     cleared while this node stayed primary was refused (peer not ready)."""
     if role in ("standby", "cordoned", "failed") and not holds_lease:
         return "handed_over"
@@ -97,18 +97,24 @@ async def _hand_over(agent: Agent) -> Outcome:
         alert=True,
     )
     deadline = time.monotonic() + drain + DEMOTE_MARGIN
+    # The loop's reads of the bus: after two new ones, one began after our request.
+    last_read, reads = agent._last_lease, 0
     seen = False
+    why = "peer not ready"
     while True:
+        if agent._last_lease is not last_read:
+            last_read, reads = agent._last_lease, reads + 1
         switchover = agent._controls.switchover if agent._controls is not None else None
-        pending = switchover is not None
         mine = switchover is not None and switchover.request_id == request_id
-        seen = seen or mine or agent.ha.role == "demoting"
-        state = progress(agent.ha.role, agent.own is not None, seen, pending)
+        seen = seen or mine or reads >= 2 or agent.ha.role == "demoting"
+        if "refused" in agent._last_reason:
+            why = agent._last_reason
+        state = progress(agent.ha.role, agent.own is not None, seen, mine)
         if state == "handed_over":
             agent.event("stop_handover", f"stopping: handed over to {peer}; nothing to fence")
             return Outcome(True, f"handed over to {peer}")
         if state == "refused":
-            return _give_up(agent, f"switchover refused ({agent._last_reason})")
+            return _give_up(agent, f"switchover refused ({why})")
         if time.monotonic() >= deadline:
             await _clear(agent, request_id)
             limit = drain + DEMOTE_MARGIN

@@ -238,6 +238,7 @@ class Cluster:
         drbd_fake: Path | None = None,
         log_level: str = "info",
         extra: dict[str, dict[str, Any]] | None = None,
+        timeout_stop_sec: float = 30.0,
     ) -> None:
         self.dir = workdir
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -251,6 +252,7 @@ class Cluster:
         self.drbd_fake = drbd_fake
         self.log_level = log_level
         self.extra = extra or {}
+        self.timeout_stop_sec = timeout_stop_sec
         self.redis = RedisProcess(self.dir / "redis")
         self.rseries_control = free_port()
         self.rseries_log = self.dir / "rseries.jsonl"
@@ -387,6 +389,8 @@ class Cluster:
         node.supervisor = subprocess.Popen(
             [PY, "-m", "bot.lab.supervisor", "--watchdog-sec", str(self.watchdog_sec),
              "--restart", "always", "--restart-sec", "0.5",
+             # Like the unit's TimeoutStopSec: room for a stop's hand-over and drain.
+             "--timeout-stop-sec", str(self.timeout_stop_sec),
              "--stop-post", f"{PY} -m bot fence-local --config {cfg}",
              "--log", str(node.sup_log), "--",
              PY, "-m", "bot", "--log-level", self.log_level, "run", "--config", cfg],
