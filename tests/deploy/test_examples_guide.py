@@ -122,3 +122,10 @@ def test_every_shipped_file_is_in_the_guides_table() -> None:
             if path.is_file() and path.name != "README.md":
                 rel = path.relative_to(DEPLOY).as_posix()
                 assert f"`{rel}`" in guide or f"`{path.name}`" in guide, f"{rel} not in the guide"
+
+
+def test_manager_general_has_only_general_keys() -> None:
+    # Asterisk rejects per-user keys in [general] ("Invalid keyword <writetimeout>").
+    conf = sections((DEPLOY / "asterisk" / "manager.conf").read_text())
+    assert "writetimeout" not in conf["general"]
+    assert conf["failover"]["writetimeout"] == ["1000"]
