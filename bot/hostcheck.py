@@ -253,7 +253,10 @@ def check_asterisk_unit(cfg: Config, host: Host) -> list[Finding]:
     if found is None:
         return [
             Finding(
-                "asterisk.start", False, f"no unit {unit}", "install Asterisk (deploy/README.md)"
+                "asterisk.start",
+                False,
+                f"no unit {unit}",
+                "install Asterisk's unit (deploy/README.md, step 2)",
             )
         ]
     out = [Finding("asterisk.start", True, f"{unit} at {found}")]
@@ -378,11 +381,16 @@ async def _redis(cfg: Config) -> Finding:
         run_id = await bus.server_run_id()
         return Finding("redis", True, f"{where}: answers (run_id {run_id[:8]})")
     except (BusError, OSError) as exc:
-        return Finding(
-            "redis", False, f"{where}: {exc}", "Redis up? firewall 6379/26379? password?"
-        )
+        fix = "Redis and Sentinel up? firewall 6379/26379? passwords?"
+        return Finding("redis", False, f"{where}: {_short(exc)}", fix)
     finally:
         await bus.close()
+
+
+def _short(exc: BaseException, limit: int = 160) -> str:
+    """redis-py's errors can embed whole client reprs: the first part is the news."""
+    text = str(exc).split(" : ", 1)[0].strip() or type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 async def _peer(cfg: Config) -> list[Finding]:
