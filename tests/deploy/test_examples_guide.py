@@ -129,3 +129,34 @@ def test_manager_general_has_only_general_keys() -> None:
     conf = sections((DEPLOY / "asterisk" / "manager.conf").read_text())
     assert "writetimeout" not in conf["general"]
     assert conf["failover"]["writetimeout"] == ["1000"]
+
+
+def _at(text: str, needle: str) -> int:
+    assert needle in text, f"the guide never says {needle!r}"
+    return text.index(needle)
+
+
+def test_guide_steps_come_in_an_order_that_works() -> None:
+    guide = GUIDE.read_text()
+    # The Asterisk drop-in needs /srv/pbx mounted before any test call.
+    assert _at(guide, "mkdir -p /srv/pbx") < _at(guide, "mount -o noatime /dev/drbd0 /srv/pbx")
+    assert _at(guide, "mount -o noatime /dev/drbd0 /srv/pbx") < _at(guide, "failover-bot test-call")
+    assert _at(guide, "chown -R asterisk:asterisk /srv/pbx") < _at(guide, "failover-bot test-call")
+    # The device is handed back (Secondary, unmounted) before the bot starts.
+    secondary = _at(guide, "umount /srv/pbx && drbdadm secondary pbx")
+    assert _at(guide, "failover-bot test-call") < secondary
+    assert secondary < _at(guide, "systemctl enable --now failover-bot")
+
+
+def test_guide_install_works_on_debian_12() -> None:
+    guide = GUIDE.read_text()
+    # Debian 12 has no asterisk package, and refuses pip outside a virtualenv.
+    assert "apt-get install asterisk" not in guide
+    assert not re.search(r"^\s*pip3? install", guide, re.M)
+    assert "make install-host" in guide and "make wheelhouse" in guide
+    # The wheel it names is the one setuptools builds (underscore, not dash).
+    assert "failover-bot-*.whl" not in guide and "failover_bot-" in guide
+    # The asterisk user's uid/gid must match on both nodes (/srv/pbx is shared).
+    assert "same uid/gid on both nodes" in guide.lower()
+    assert "contrib/systemd/asterisk.service" in guide
+    assert "journalctl -u failover-bot" in guide
