@@ -31,6 +31,8 @@ POLL = 0.1  # the HA cycle runs every 0.2 s, and on every change
 # Beyond the drain: Asterisk stop, floating IP down, DRBD demote, lease release.
 DEMOTE_MARGIN = 15.0
 
+VITAL_TASKS = ("cycle", "renewal", "probe")  # without them the hand-over cannot finish safely
+
 Progress = Literal["waiting", "handed_over", "refused"]
 
 
@@ -102,6 +104,10 @@ async def _hand_over(agent: Agent) -> Outcome:
     seen = False
     why = "peer not ready"
     while True:
+        dead = [n for n in VITAL_TASKS if (task := agent._tasks.get(n)) is None or task.done()]
+        if dead:  # the loop that renews or acts is gone: fence now, as without a hand-over
+            await _clear(agent, request_id)
+            return _give_up(agent, f"task {dead[0]} ended during the hand-over")
         if agent._last_lease is not last_read:
             last_read, reads = agent._last_lease, reads + 1
         switchover = agent._controls.switchover if agent._controls is not None else None
