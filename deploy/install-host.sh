@@ -7,6 +7,7 @@
 #   BINDIR      where the `failover-bot` command is linked (default /usr/local/bin)
 #   DOCDIR      the guide and the deploy files (default /usr/share/doc/failover-bot)
 #   UNITDIR     systemd units (default /etc/systemd/system); UNITDIR=none: skip
+#   CONFDIR     the configuration directory (default /etc/failover-bot)
 #
 # Idempotent: run it again with a newer wheelhouse to upgrade (deploy/README.md,
 # "Upgrade and rollback": the previous virtualenv is kept as PREFIX.previous).
@@ -16,6 +17,7 @@ PREFIX=${PREFIX:-/opt/failover-bot}
 BINDIR=${BINDIR:-/usr/local/bin}
 DOCDIR=${DOCDIR:-/usr/share/doc/failover-bot}
 UNITDIR=${UNITDIR:-/etc/systemd/system}
+CONFDIR=${CONFDIR:-/etc/failover-bot}
 SRC=$(cd "$(dirname "$0")/.." && pwd)
 WHEELHOUSE=${WHEELHOUSE:-$SRC/dist/wheelhouse}
 PYTHON=${PYTHON:-/usr/bin/python3}
@@ -60,7 +62,7 @@ install -d "$DOCDIR"
 cp -R "$SRC/deploy" "$DOCDIR/"
 install -m 0644 "$SRC/README.md" "$DOCDIR/README.md"
 
-install -d -m 0750 -g failover /etc/failover-bot
+install -d -m 0750 -g failover "$CONFDIR"
 
 if [ "$UNITDIR" != none ]; then
     install -d "$UNITDIR" "$UNITDIR/asterisk.service.d"

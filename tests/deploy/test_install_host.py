@@ -73,6 +73,7 @@ def test_install_host_into_a_temporary_root(tmp_path: Path) -> None:
         "BINDIR": str(root / "usr/local/bin"),
         "DOCDIR": str(root / "usr/share/doc/failover-bot"),
         "UNITDIR": str(root / "etc/systemd/system"),
+        "CONFDIR": str(root / "etc/failover-bot"),
         "PYTHON": str(DEBIAN_PYTHON),
     }
     env.pop("VIRTUAL_ENV", None)
@@ -96,6 +97,8 @@ def test_install_host_into_a_temporary_root(tmp_path: Path) -> None:
     assert (root / "etc/systemd/system/failover-bot.service").read_text() == UNIT.read_text()
     assert (root / "etc/systemd/system/asterisk.service.d/failover-bot.conf").exists()
     grp.getgrnam("failover")  # the operators' group exists
+    conf = (root / "etc/failover-bot").stat()
+    assert conf.st_mode & 0o777 == 0o750 and grp.getgrgid(conf.st_gid).gr_name == "failover"
     # A failed upgrade (nothing to install from) leaves the working version in place.
     empty = tmp_path / "empty"
     empty.mkdir()
