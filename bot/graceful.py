@@ -117,7 +117,10 @@ async def _hand_over(agent: Agent) -> Outcome:
             why = agent._last_reason
         state = progress(agent.ha.role, agent.own is not None, seen, mine)
         if state == "handed_over":
-            agent.event("stop_handover", f"stopping: handed over to {peer}; nothing to fence")
+            left = "nothing to fence"
+            if agent._services_may_run:
+                left = "fencing what the demotion left"
+            agent.event("stop_handover", f"stopping: handed over to {peer}; {left}")
             return Outcome(True, f"handed over to {peer}")
         if state == "refused":
             return _give_up(agent, f"switchover refused ({why})")
