@@ -7,7 +7,7 @@ DEB_PACKAGES := redis-server redis-sentinel socat iproute2 iputils-arping iptabl
 	drbd-utils chromium prometheus systemd procps
 DEB_STAMP := .deps/debian.stamp
 
-.PHONY: test demo bench chaos lint typecheck pytest deps clean docs asterisk
+.PHONY: test demo bench chaos lint typecheck pytest deps clean docs asterisk wheelhouse install-host
 
 test: deps asterisk lint typecheck pytest
 
@@ -69,6 +69,22 @@ docs: $(STAMP)
 	$(PY) -m bot.configdoc --write README.md
 	$(PY) -m bot.ha.table > docs/roles.md
 	$(PY) -m bot.statuscontract > docs/status.schema.json
+
+# The bot and every dependency as wheels, for servers without a package index.
+# Built by the servers' own Python (Debian 12: /usr/bin/python3, 3.11.2, which
+# needs async-timeout where 3.11.3+ does not), in a throwaway virtualenv.
+WHEELHOUSE ?= dist/wheelhouse
+TARGET_PYTHON ?= /usr/bin/python3
+wheelhouse:
+	rm -rf $(WHEELHOUSE)
+	venv=$$(mktemp -d) && trap 'rm -rf "$$venv"' EXIT && $(TARGET_PYTHON) -m venv "$$venv" && \
+		"$$venv/bin/pip" wheel --quiet --wheel-dir $(WHEELHOUSE) .
+
+# On a PBX server, as root: a virtualenv in /opt/failover-bot from the wheelhouse,
+# /usr/local/bin/failover-bot, the units, the guide (deploy/README.md, step 1).
+PREFIX ?= /opt/failover-bot
+install-host:
+	PREFIX=$(PREFIX) WHEELHOUSE=$(abspath $(WHEELHOUSE)) sh deploy/install-host.sh
 
 clean:
 	rm -rf $(VENV) .deps .mypy_cache .ruff_cache

@@ -34,6 +34,7 @@ from bot.bus import Bus, BusError, LeaseRead, NodeRecord
 from bot.bus.status import build_status
 from bot.config import Config
 from bot.eventhub import EventHub
+from bot.graceful import hand_over_before_stop
 from bot.ha import (
     Action,
     HaConfig,
@@ -213,6 +214,7 @@ class Agent:
                 self._spawn("rseries_notes", self._rseries_notes())
             self._spawn("wakeups", self._wakeup_loop())
             await self._stop.wait()
+            await hand_over_before_stop(self)  # SIGTERM on the primary: switch over first
         finally:
             await self._shutdown()
             for sig in (signal.SIGTERM, signal.SIGINT):

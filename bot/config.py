@@ -23,6 +23,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlparse
 
 DEFAULT_CONFIG_PATH = "/etc/failover-bot/node.toml"
 
@@ -147,6 +148,12 @@ class ClusterConfig:
     failed_holddown: float = opt(
         600.0, "A node whose takeover failed is not eligible for this long.", "duration"
     )
+    stop_drain_timeout: float = opt(
+        30.0,
+        "A stop of the primary's bot (SIGTERM) hands over to a ready standby, waiting this "
+        "long for calls to end; without a ready standby it fences.",
+        "duration",
+    )
 
 
 @dataclass(frozen=True)
@@ -162,9 +169,14 @@ class RedisConfig:
     service_name: str = opt("failover-bot", "The Sentinel service (master) name.")
     username: str | None = opt(None, "ACL user name, if any.")
     password_file: Secret | None = opt(None, "Redis password (a file, or env:NAME).", "secret")
+    sentinel_password_file: Secret | None = opt(
+        None, "The sentinels' own password, their requirepass (a file, or env:NAME).", "secret"
+    )
     timeout: float = opt(0.5, "Timeout of every Redis command.", "duration")
     tls_ca_file: str | None = opt(
-        None, "CA bundle for rediss:// (default: system CAs).", "readable"
+        None,
+        "CA bundle for rediss:// (default: system CAs); env:NAME: the PEM text itself.",
+        "ca_bundle",
     )
 
 
@@ -631,6 +643,16 @@ class _Walker:
             if not _IFNAME_RE.match(text):
                 raise ValueError(f"{text!r} is not an interface name")
             return text
+        if kind == "ca_bundle":
+            text = _need(str, raw)
+            if text.startswith("env:"):
+                pem = read_secret(text, self.base_dir).reveal()
+                if "-----BEGIN CERTIFICATE-----" not in pem:
+                    raise ValueError(f"{text} holds no PEM certificate")
+                return text
+            if not os.access(self._path(text), os.R_OK):
+                raise ValueError(f"cannot read {text}")
+            return text
         if kind == "readable":
             text = _need(str, raw)
             if not os.access(self._path(text), os.R_OK):
@@ -799,8 +821,38 @@ def _cross_checks(cfg: Config, problems: list[tuple[str, str]]) -> None:
             problems.append(
                 (f"notify.webhooks[{i}].url_file", "does not hold an http:// or https:// URL")
             )
+    if c.stop_drain_timeout < 0:
+        problems.append(("cluster.stop_drain_timeout", "must be 0 or more"))
+    _check_api_reachable(cfg, problems)
     if not cfg.node.state_dir.startswith("/"):
         problems.append(("node.state_dir", "must be an absolute path"))
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _check_api_reachable(cfg: Config, problems: list[tuple[str, str]]) -> None:
+    """A peer on another host cannot reach an API bound to loopback: no peer channel."""
+    host, _ = split_hostport(cfg.api.listen)
+    if not _loopback(host):
+        return
+    for peer in cfg.cluster.peers:
+        peer_host = urlparse(peer.api).hostname or ""
+        if not _loopback(peer_host):
+            problems.append(
+                (
+                    "api.listen",
+                    f"{cfg.api.listen} is loopback only: {peer.id} ({peer.api}) cannot reach "
+                    "this node's peer channel; listen on this node's cluster LAN address",
+                )
+            )
+            return
 
 
 def parse_config(text: str, base_dir: Path | str = ".") -> Config:

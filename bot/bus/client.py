@@ -11,6 +11,7 @@ import asyncio
 import hashlib
 import json
 import logging
+import os
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -104,7 +105,9 @@ class Bus:
         if cfg.password_file is not None:
             kwargs["password"] = cfg.password_file.reveal()
         tls_kwargs: dict[str, Any] = {}
-        if tls and cfg.tls_ca_file:
+        if tls and cfg.tls_ca_file and cfg.tls_ca_file.startswith("env:"):
+            tls_kwargs["ssl_ca_data"] = os.environ.get(cfg.tls_ca_file[4:], "")
+        elif tls and cfg.tls_ca_file:
             tls_kwargs["ssl_ca_certs"] = cfg.tls_ca_file
         if not cfg.sentinels:
             return Redis.from_url(cfg.url, **kwargs, **tls_kwargs), None
@@ -114,6 +117,8 @@ class Bus:
             "socket_connect_timeout": cfg.timeout,
             "retry": _no_retry(),
         }
+        if cfg.sentinel_password_file is not None:
+            sentinel_kwargs["password"] = cfg.sentinel_password_file.reveal()
         if tls:
             sentinel_kwargs.update(ssl=True, **tls_kwargs)
             kwargs.update(ssl=True, **tls_kwargs)

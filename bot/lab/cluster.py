@@ -250,6 +250,7 @@ class Cluster:
         asterisk: str = "sim",
         asterisk_binary: str | None = None,
         stop_graceful: float = 5.0,
+        timeout_stop_sec: float = 30.0,
     ) -> None:
         if asterisk not in ("sim", "real"):
             raise ValueError(f"asterisk must be 'sim' or 'real', not {asterisk!r}")
@@ -270,6 +271,7 @@ class Cluster:
         self.drbd_fake = drbd_fake
         self.log_level = log_level
         self.extra = extra or {}
+        self.timeout_stop_sec = timeout_stop_sec
         self.redis = RedisProcess(self.dir / "redis")
         self.rseries_control = free_port()
         self.rseries_log = self.dir / "rseries.jsonl"
@@ -449,6 +451,8 @@ class Cluster:
         node.supervisor = subprocess.Popen(
             [PY, "-m", "bot.lab.supervisor", "--watchdog-sec", str(self.watchdog_sec),
              "--restart", "always", "--restart-sec", "0.5",
+             # Like the unit's TimeoutStopSec: room for a stop's hand-over and drain.
+             "--timeout-stop-sec", str(self.timeout_stop_sec),
              "--stop-post", f"{PY} -m bot fence-local --config {cfg}",
              "--log", str(node.sup_log), "--",
              PY, "-m", "bot", "--log-level", self.log_level, "run", "--config", cfg],

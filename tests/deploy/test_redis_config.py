@@ -26,7 +26,7 @@ def loopback_copy(src: Path, dest: Path, port: int, auth: str, master_port: int 
         elif line.startswith("port "):
             line = f"port {port}"
         elif line.startswith("include "):
-            line = f"include {auth}"
+            line = f"include {auth}\nbind 127.0.0.1"
         elif line.startswith("sentinel monitor ") and master_port is not None:
             name, _host, _port, quorum = line.split()[2:]
             line = f"sentinel monitor {name} 127.0.0.1 {master_port} {quorum}"

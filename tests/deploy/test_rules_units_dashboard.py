@@ -124,9 +124,9 @@ def test_systemd_analyze_verify_service(tmp_path: Path) -> None:
     exe = Path(sys.executable).parent / "failover-bot"
     assert exe.exists(), exe
     text = (SYSTEMD_DIR / "failover-bot.service").read_text()
-    assert "/usr/local/bin/failover-bot" in text
+    assert "/opt/failover-bot/bin/failover-bot" in text
     (tmp_path / "failover-bot.service").write_text(
-        text.replace("/usr/local/bin/failover-bot", str(exe))
+        text.replace("/opt/failover-bot/bin/failover-bot", str(exe))
     )
     result = _verify(tmp_path, "failover-bot.service")
     assert result.returncode == 0, result.stderr

@@ -1,0 +1,181 @@
+"""`check-config --host`: each host fact, OK on a good host and a problem with its fix
+on a bad one. Real files, a real pty, the real drbdadm parser."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bot.config import parse_config
+from bot.hostcheck import Host, check_secret_mode, host_findings
+from tests.deploy.conftest import REPO
+
+
+def _secret(tmp_path: Path, name: str, mode: int) -> Path:
+    path = tmp_path / name
+    path.write_text("s3cret\n")
+    os.chmod(path, mode)
+    return path
+
+
+def config_text(tmp_path: Path, *, port: str, listen: str, iface: str, mount: str) -> str:
+    return f"""
+[node]
+id = "pbx-a"
+rseries_host = "A"
+state_dir = "{tmp_path}/state"
+
+[cluster]
+name = "pbx"
+peers = [{{ id = "pbx-b", api = "http://127.0.0.2:9440" }}]
+secret_file = "{tmp_path}/cluster.secret"
+
+[ami]
+secret_file = "{tmp_path}/ami.secret"
+
+[rseries]
+port = "{port}"
+
+[drbd]
+resources = ["pbx"]
+mount = [{{ device = "/dev/drbd0", path = "{mount}", fstype = "ext4" }}]
+
+[vip]
+address = "192.0.2.10/24"
+interface = "{iface}"
+
+[api]
+listen = "{listen}"
+token_file = "{tmp_path}/api.token"
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="secret files owned by root")
+def test_a_bad_host_gets_every_problem_named(tmp_path: Path) -> None:
+    _secret(tmp_path, "cluster.secret", 0o644)  # readable by everyone
+    _secret(tmp_path, "ami.secret", 0o600)
+    _secret(tmp_path, "api.token", 0o660)  # open to its group (root's)
+    cfg = tmp_path / "node.toml"
+    cfg.write_text(
+        config_text(
+            tmp_path,
+            port=str(tmp_path / "ttyUSB9"),
+            listen="0.0.0.0:9440",
+            iface="nosuch0",
+            mount=str(tmp_path / "srv-pbx"),
+        )
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "bot", "check-config", "--host", "--offline", "--config", str(cfg)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO,
+    )
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    problems = {
+        line.split()[1].rstrip(":")
+        for line in proc.stdout.splitlines()
+        if line.startswith("PROBLEM")
+    }
+    for key in (
+        "cluster.secret_file",
+        "api.token_file",
+        "vip.interface",
+        "rseries.port",
+        "node.state_dir",
+        "drbd.mount",
+        "api.listen",
+    ):
+        assert key in problems, (key, proc.stdout)
+    assert "OK       ami.secret_file" in proc.stdout
+    assert "fix: chown root:root" in proc.stdout
+    assert "s3cret" not in proc.stdout + proc.stderr
+
+
+def test_a_good_host_is_all_ok(tmp_path: Path) -> None:
+    if shutil.which("drbdadm") is None:
+        pytest.skip("drbdadm not installed")
+    for name in ("cluster.secret", "ami.secret", "api.token"):
+        _secret(tmp_path, name, 0o600)
+    (tmp_path / "state").mkdir(mode=0o700)
+    (tmp_path / "srv-pbx").mkdir()
+    units = tmp_path / "units"
+    (units / "asterisk.service.d").mkdir(parents=True)
+    (units / "asterisk.service").write_text("[Service]\nExecStart=/bin/true\n")
+    (units / "asterisk.service.d" / "failover-bot.conf").write_text("[Service]\nRestart=no\n")
+    drbd_conf = tmp_path / "drbd.conf"
+    drbd_conf.write_text(
+        "resource pbx {\n  device /dev/drbd0;\n  disk /dev/sdb1;\n  meta-disk internal;\n"
+        f"  on {socket.gethostname()} {{ address 192.0.2.1:7789; node-id 0; }}\n"
+        "  on pbx-b { address 192.0.2.2:7789; node-id 1; }\n}\n"
+    )
+    clock = tmp_path / "clocksource"
+    clock.write_text("tsc\n")
+    master, slave = os.openpty()
+    try:
+        text = config_text(
+            tmp_path,
+            port=os.ttyname(slave),
+            listen="127.0.0.1:9440",
+            iface="lo",
+            mount=str(tmp_path / "srv-pbx"),
+        )
+        host = Host(
+            clocksource=clock,
+            unit_dirs=(units,),
+            drbd_conf=str(drbd_conf),
+            local_addresses=lambda: {"127.0.0.1", "192.0.2.1"},
+            route_source=lambda _peer: "127.0.0.1",
+        )
+        findings = host_findings(parse_config(text, tmp_path), host, network=False)
+    finally:
+        os.close(master)
+        os.close(slave)
+    bad = [f.line() for f in findings if not f.ok]
+    if os.geteuid() != 0:
+        bad = [line for line in bad if "not owned by root" not in line]
+    assert not bad, "\n".join(bad)
+    checks = {f.check for f in findings}
+    assert {"rseries.port", "drbd.resources", "asterisk.start", "clock", "vip.interface"} <= checks
+
+
+def test_unknown_drbd_resource_and_enabled_asterisk(tmp_path: Path) -> None:
+    if shutil.which("drbdadm") is None:
+        pytest.skip("drbdadm not installed")
+    for name in ("cluster.secret", "ami.secret", "api.token"):
+        _secret(tmp_path, name, 0o600)
+    units = tmp_path / "units"
+    (units / "multi-user.target.wants").mkdir(parents=True)
+    (units / "asterisk.service").write_text("[Service]\nExecStart=/bin/true\n")
+    (units / "multi-user.target.wants" / "asterisk.service").symlink_to(units / "asterisk.service")
+    (tmp_path / "drbd.conf").write_text("")
+    text = config_text(
+        tmp_path, port="socket://127.0.0.1:1", listen="127.0.0.1:9440", iface="lo", mount="/"
+    )
+    host = Host(unit_dirs=(units,), drbd_conf=str(tmp_path / "drbd.conf"))
+    lines = [f.line() for f in host_findings(parse_config(text, tmp_path), host, network=False)]
+    joined = "\n".join(lines)
+    assert "PROBLEM  drbd.resources: drbdadm does not know pbx" in joined
+    assert "enabled at boot" in joined and "systemctl disable asterisk.service" in joined
+    assert "no drop-in" in joined
+
+
+def test_secret_mode_rules() -> None:
+    def st(mode: int, uid: int = 0) -> os.stat_result:
+        return os.stat_result((0o100000 | mode, 0, 0, 1, uid, 0, 6, 0, 0, 0))
+
+    path = Path("/etc/failover-bot/x")
+    assert check_secret_mode("ami.secret_file", path, st(0o600), "root").ok
+    assert not check_secret_mode("ami.secret_file", path, st(0o640), "failover").ok
+    assert check_secret_mode("api.token_file", path, st(0o640), "failover").ok
+    assert not check_secret_mode("api.token_file", path, st(0o660), "failover").ok
+    assert not check_secret_mode("api.token_file", path, st(0o640), "users").ok
+    assert not check_secret_mode("api.token_file", path, st(0o604), "failover").ok
+    assert not check_secret_mode("ami.secret_file", path, st(0o600, uid=1000), "root").ok
