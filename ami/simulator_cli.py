@@ -18,6 +18,7 @@ import os
 import signal
 import socket
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from ami.simulator import AsteriskSimulator
@@ -44,6 +45,15 @@ def register_simulate(simsub: argparse._SubParsersAction) -> None:
         choices=["all", "spans", "channels", "none"],
         default="all",
         help="chan_dahdi reportalarms: which alarm events are sent (default all)",
+    )
+    p.add_argument(
+        "--sip-port",
+        type=int,
+        metavar="P",
+        help="also listen on TCP port P from FullyBooted on (connections are answered and closed)",
+    )
+    p.add_argument(
+        "--sip-netns", metavar="NS", help="open the --sip-port listener in network namespace NS"
     )
     p.add_argument("--daemon", action="store_true", help="run in the background (needs --pidfile)")
     p.add_argument("--pidfile", metavar="F", help="write the process id here")
@@ -121,6 +131,7 @@ async def _serve(args: argparse.Namespace, secret: str) -> int:
         control_port=args.control_port,
         record=Path(args.record) if args.record else None,
         report_alarms=args.report_alarms,
+        sip_listen=_sip_listener(args.sip_port, args.sip_netns) if args.sip_port else None,
     )
     try:
         await sim.start()
@@ -146,6 +157,21 @@ async def _serve(args: argparse.Namespace, secret: str) -> int:
             with contextlib.suppress(OSError):
                 os.unlink(args.pidfile)
     return EXIT_OK
+
+
+def _sip_listener(port: int, netns: str | None) -> Callable[[], socket.socket]:
+    def make() -> socket.socket:
+        if netns:
+            from bot.lab.netns import socket_in
+
+            sock = socket_in(netns)
+        else:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("0.0.0.0", port))
+        return sock
+
+    return make
 
 
 def _write_pidfile(path: str) -> None:
