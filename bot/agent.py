@@ -189,6 +189,9 @@ class Agent:
         try:
             await self._open()
             await self._probe_once()  # rule 7 needs to know what runs here before deciding
+            # Ready (and the watchdog armed) only now: the first probe runs commands, which
+            # can take longer than a short profile's WatchdogSec on a loaded host.
+            self.sd.ready(f"{self.me}: starting")
             self._spawn("probe", self._probe_loop())
             self._spawn("cycle", self._cycle_loop())
             self._spawn("renewal", self._renewal_loop())
@@ -298,7 +301,6 @@ class Agent:
             await self.link.start()
             if self.pstn is not None:
                 self._job("rseries_configure", self._rseries_configure())
-        self.sd.ready(f"{self.me}: starting")
         self.event("start", f"{self.me} started (version {__version__})")
 
     async def _shutdown(self) -> None:
