@@ -226,17 +226,20 @@ class ClientProbe:
                 return s.t - t0
         return None
 
-    def answered(self, t0: float) -> float | None:
-        """Seconds from ``t0`` until the first TCP handshake on VIP:port completed."""
+    def answered(self, t0: float, mac: str = "") -> float | None:
+        """Seconds from ``t0`` until the first TCP handshake on VIP:port completed (with
+        ``mac``: while the client's neighbour entry named that node, so that the old
+        holder's last answers in the instant of its death do not count)."""
+        mac = mac.lower()
         for s in self.snapshot():
-            if s.t >= t0 and s.outcome == "answered":
+            if s.t >= t0 and s.outcome == "answered" and (not mac or s.mac == mac):
                 return s.t - t0
         return None
 
     def wait(self, what: str, t0: float, within: float, mac: str = "") -> float:
         deadline = time.monotonic() + within
         while True:
-            got = self.moved(t0, mac) if what == "moved" else self.answered(t0)
+            got = self.moved(t0, mac) if what == "moved" else self.answered(t0, mac)
             if got is not None:
                 return got
             if time.monotonic() > deadline:

@@ -37,6 +37,6 @@ def test_keepalived_moves_the_vip_once_and_the_client_sees_it(
         pair.kill_host(master)
         assert pair.wait_master(within=10, exclude=master) == backup
         moved = probe.wait("moved", t0, 10, mac=topo.mac(backup))
-        answered = probe.wait("answered", t0, 10)
+        answered = probe.wait("answered", t0, 10, mac=topo.mac(backup))
         assert moved < 5 and answered < 5
         assert pair.holders() == {backup}
