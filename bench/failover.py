@@ -342,8 +342,9 @@ def run_keepalived(label: str, runs: int, work: Path, rng: random.Random) -> lis
             master = kp.wait_master(within=30)
             if master != backup:
                 raise RuntimeError("keepalived failed back: nopreempt did not hold")
-            # The revived node must be a listening backup before the next fault.
-            time.sleep(2 * kp.master_down)
+            # The revived node must be a listening backup before the next fault: it has
+            # heard adverts for a whole master-down interval without taking over.
+            time.sleep(kp.master_down + 1.0)
     return rows
 
 
