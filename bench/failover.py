@@ -37,7 +37,7 @@ import tempfile
 import time
 import tomllib
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -151,6 +151,7 @@ def run_scenario(
     runs: int,
     rng: random.Random,
     probe: ClientProbe | None = None,
+    nice: int = 0,
 ) -> list[dict[str, float]]:
     results = []
     period = parse_duration(c.renew_interval)
@@ -198,10 +199,22 @@ def run_scenario(
         )
         if name == "host death":
             c.revive_host(primary)
+            if nice:
+                renice(c, nice)
     return results
 
 
+def epoch_of(c: Cluster) -> int:
+    for node in c.nodes.values():
+        status = node.status() or {}
+        if isinstance(status.get("epoch"), int):
+            return int(status["epoch"])
+    return 0
+
+
 def resources(c: Cluster, idle: float) -> dict[str, dict[str, float]]:
+    """Each bot's peak RSS and CPU share over ``idle`` seconds with nothing happening;
+    a bot that restarted meanwhile (watchdog, crash) is reported, not measured."""
     tick = os.sysconf("SC_CLK_TCK")
     pids = {n: c.nodes[n].bot_pid() for n in c.nodes}
 
@@ -210,18 +223,26 @@ def resources(c: Cluster, idle: float) -> dict[str, dict[str, float]]:
         return (int(fields[11]) + int(fields[12])) / tick
 
     start = {n: cpu(p) for n, p in pids.items() if p}
+    epoch0 = epoch_of(c)
     t0 = time.monotonic()
     time.sleep(idle)
     elapsed = time.monotonic() - t0
-    out = {}
+    out: dict[str, dict[str, float]] = {}
     for n, p in pids.items():
         if not p:
             continue
+        try:
+            used = cpu(p) - start[n]
+            text = Path(f"/proc/{p}/status").read_text()
+        except OSError:
+            out[n] = {"rss_mib": float("nan"), "cpu_share": float("nan"), "restarted": 1.0}
+            continue
         hwm = 0.0
-        for line in Path(f"/proc/{p}/status").read_text().splitlines():
+        for line in text.splitlines():
             if line.startswith("VmHWM:"):
                 hwm = int(line.split()[1]) / 1024
-        out[n] = {"rss_mib": hwm, "cpu_share": (cpu(p) - start[n]) / elapsed}
+        out[n] = {"rss_mib": hwm, "cpu_share": used / elapsed, "restarted": 0.0}
+    out["_cluster"] = {"new_epochs": float(epoch_of(c) - epoch0)}
     return out
 
 
@@ -238,21 +259,19 @@ def busy_cpus(n: int) -> Iterator[None]:
 
 def soak(c: Cluster, seconds: float) -> dict[str, Any]:
     primary, _ = settle(c)
-    status = c.nodes[primary].status() or {}
-    epoch0 = status.get("epoch")
+    epoch0 = epoch_of(c)
     t_start = time.monotonic()
     with busy_cpus(os.cpu_count() or 2):
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
             time.sleep(1.0)
-    status = c.nodes[primary].status() or {}
     verdict = c.verdict(
         Allowance(window=(t_start, time.monotonic()), max_outage=0.0, sample_tolerance=0.05)
     )
     dual = [v for v in verdict.violations if v.kind == "overlap"]
     return {
         "seconds": seconds,
-        "false_failovers": (status.get("epoch") or 0) - (epoch0 or 0),
+        "false_failovers": epoch_of(c) - epoch0,
         "still_primary": c.primary() == primary,
         "dual_primary": len(dual),
     }
@@ -277,10 +296,15 @@ def run_profile(
         probe = ClientProbe(topo.ns("client"), topo.vip_address)
         try:
             c.start()
+            if args.nice and profile in args.nice_profiles.split(","):
+                renice(c, args.nice)
+                out["nice"] = args.nice
             probe.start()
             for name in scenarios:
                 print(f"{profile}: {name}: {args.runs} runs", flush=True)
-                out["table"][name] = run_scenario(c, name, args.runs, rng, probe)
+                out["table"][name] = run_scenario(
+                    c, name, args.runs, rng, probe, nice=out.get("nice", 0)
+                )
             settle(c)
             print(f"{profile}: idle {args.idle:.0f} s", flush=True)
             out["resources"] = resources(c, args.idle)
@@ -297,6 +321,18 @@ def run_profile(
         out["renew"] = parse_duration(c.renew_interval)
         out["boot_delay"] = c.boot_delay
     return out
+
+
+def renice(c: Cluster, nice: int) -> None:
+    """Raise the bots' (supervisors', so restarts inherit it) and Redis's CPU priority,
+    as the fast profile's systemd drop-in does (deploy/README.md, "Timing profiles")."""
+    pids = [c.redis.proc.pid if c.redis.proc else None]
+    for node in c.nodes.values():
+        pids += [node.supervisor.pid if node.supervisor else None, node.bot_pid()]
+    for pid in pids:
+        if pid:
+            with suppress(ProcessLookupError):
+                os.setpriority(os.PRIO_PROCESS, pid, nice)
 
 
 def make_cluster(
@@ -358,7 +394,9 @@ def print_profile(result: dict[str, Any], runs: int, idle: float) -> None:
     lease, renew = result["lease"], result["renew"]
     print()
     print(
-        f"bot, {result['profile']} profile (lease {lease:g} s, renew {renew:g} s): {runs} runs"
+        f"bot, {result['profile']} profile (lease {lease:g} s, renew {renew:g} s"
+        + (f", bots and Redis at nice {result['nice']}" if "nice" in result else "")
+        + f"): {runs} runs"
         f" per scenario, simulated Asterisk boot {result['boot_delay']:g} s; seconds from the"
         " fault (event log of the new primary; moved/answered: the client probe)"
     )
@@ -384,8 +422,13 @@ def print_profile(result: dict[str, Any], runs: int, idle: float) -> None:
                 print(f"{name:16} {labels[col]:14} {stats(values)}  {len(values)}")
     print()
     print(f"{'bot':4} {'peak RSS MiB':>12} {'idle CPU %':>10}   (over {idle:.0f} s)")
-    for node, r in result.get("resources", {}).items():
-        print(f"{node:4} {r['rss_mib']:12.1f} {100 * r['cpu_share']:10.2f}")
+    res = dict(result.get("resources", {}))
+    cluster = res.pop("_cluster", {})
+    for node, r in res.items():
+        note = "  restarted during the window (not measured)" if r.get("restarted") else ""
+        print(f"{node:4} {r['rss_mib']:12.1f} {100 * r['cpu_share']:10.2f}{note}")
+    if cluster:
+        print(f"new lease epochs while idle (false failovers): {cluster['new_epochs']:.0f}")
     soak_result = result.get("soak")
     if soak_result is not None:
         print(
@@ -450,6 +493,10 @@ def main() -> int:
         help="timing profiles, comma-separated (default, fast: deploy/examples/NAME-a.toml);"
         " the first runs every scenario, the others host death only",
     )
+    parser.add_argument(
+        "--nice", type=int, default=-10, help="CPU priority of the bots and Redis (0: unchanged)"
+    )
+    parser.add_argument("--nice-profiles", default="fast", help="profiles run at --nice")
     parser.add_argument("--compare", default="", help='"keepalived": the same faults against it')
     parser.add_argument("--seed", type=int, default=17, help="seed of the fault phases")
     parser.add_argument("--log-level", default="warning", help="the bots' log level")
