@@ -370,14 +370,17 @@ def run_keepalived(label: str, runs: int, work: Path, rng: random.Random) -> lis
             time.sleep(rng.uniform(0, advert))  # a random point of the advert cycle
             m0 = time.monotonic()
             kp.kill_host(master)
-            moved = probe.wait("moved", m0, 30, mac=topo.mac(backup))
-            heard = probe.wait("answered", m0, 30, mac=topo.mac(backup))
-            rows.append({"moved": moved, "answered": heard})
-            print(f"  {label} #{i + 1}: moved {moved:.3f}, answered {heard:.3f}", flush=True)
+            try:
+                moved = probe.wait("moved", m0, 30, mac=topo.mac(backup))
+                heard = probe.wait("answered", m0, 30, mac=topo.mac(backup))
+            except TimeoutError as exc:
+                rows.append({"failed": 1.0})
+                print(f"  {label} #{i + 1}: FAILED: {exc}", flush=True)
+            else:
+                rows.append({"moved": moved, "answered": heard})
+                print(f"  {label} #{i + 1}: moved {moved:.3f}, answered {heard:.3f}", flush=True)
             kp.revive_host(master)
             master = kp.wait_master(within=30)
-            if master != backup:
-                raise RuntimeError("keepalived failed back: nopreempt did not hold")
             # The revived node must be a listening backup before the next fault: it has
             # heard adverts for a whole master-down interval without taking over.
             time.sleep(kp.master_down + 1.0)
@@ -462,7 +465,9 @@ def print_comparison(
     for label, rows in systems:
         moved = [x["moved"] for x in rows if "moved" in x]
         heard = [x["answered"] for x in rows if "answered" in x]
-        print(f"{label:28} {stats(moved):>37}  {stats(heard):>37}")
+        missing = len(rows) - len(moved)
+        note = f"  ({missing} of {len(rows)} runs: no move seen)" if missing else ""
+        print(f"{label:28} {stats(moved):>37}  {stats(heard):>37}{note}")
     if kept and bots:
         print()
         print("ratio bot/keepalived (p50 moved, p50 answered; below 1: the bot is faster)")
@@ -471,8 +476,8 @@ def print_comparison(
             bm = [x["moved"] for x in rows if "moved" in x]
             ba = [x["answered"] for x in rows if "answered" in x]
             for label, krows in kept.items():
-                km = [x["moved"] for x in krows]
-                ka = [x["answered"] for x in krows]
+                km = [x["moved"] for x in krows if "moved" in x]
+                ka = [x["answered"] for x in krows if "answered" in x]
                 if bm and km and ba and ka:
                     print(
                         f"  bot {r['profile']:8} / keepalived {label:12}"
@@ -515,20 +520,30 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="failover-bench-"))
     bots: list[dict[str, Any]] = []
     kept: dict[str, list[dict[str, float]]] = {}
+    failures: list[str] = []
     try:
+        # A part that breaks is reported with the table, not allowed to hide the others.
         for profile in [p.strip() for p in args.profiles.split(",") if p.strip()]:
-            bots.append(run_profile(args, profile, work, rng))
+            try:
+                bots.append(run_profile(args, profile, work, rng))
+            except Exception as exc:
+                failures.append(f"bot {profile} profile: {type(exc).__name__}: {exc}")
         if args.compare:
             for label in KEEPALIVED:
                 print(f"keepalived {label}: {args.runs} runs", flush=True)
-                kept[label] = run_keepalived(label, args.runs, work, rng)
+                try:
+                    kept[label] = run_keepalived(label, args.runs, work, rng)
+                except Exception as exc:
+                    failures.append(f"keepalived {label}: {type(exc).__name__}: {exc}")
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
     for result in bots:
         print_profile(result, args.runs, args.idle)
     print_comparison(bots, kept, args.runs)
-    return 0
+    for failure in failures:
+        print(f"NOT MEASURED: {failure}")
+    return 1 if failures else 0
 
 
 if __name__ == "__main__":

@@ -105,6 +105,7 @@ class KeepalivedPair:
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.answerers: dict[str, Answerer] = {}
         self._logs: list[IO[bytes]] = []
+        self._starts = 0
 
     def __enter__(self) -> KeepalivedPair:
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -130,7 +131,11 @@ class KeepalivedPair:
         )
         log = (self.dir / f"keepalived-{node}.log").open("ab")
         self._logs.append(log)
-        run = self.dir / node
+        # A fresh run directory per start, as a rebooted host has an empty /run: a pid
+        # file left by the killed daemon (its VRRP child may linger as a zombie for a
+        # moment) would make keepalived refuse to start ("daemon is already running").
+        self._starts += 1
+        run = self.dir / f"{node}-{self._starts}"
         run.mkdir(exist_ok=True)
         argv = ["keepalived", "--dont-fork", "--log-console", "--no-syslog", "--vrrp",
                 "--use-file", str(conf), "--pid", str(run / "keepalived.pid"),
