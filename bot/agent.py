@@ -141,6 +141,7 @@ class Agent:
         self.peer_reachable = False
         self._lease_changed = asyncio.Event()
         self._renew_tick = asyncio.Event()  # set at each renewal: the heartbeat's cue
+        self._ready_sent = False
         self._wake = asyncio.Event()
         self._probe_now = asyncio.Event()
         self._stop = asyncio.Event()
@@ -189,9 +190,6 @@ class Agent:
         try:
             await self._open()
             await self._probe_once()  # rule 7 needs to know what runs here before deciding
-            # Ready (and the watchdog armed) only now: the first probe runs commands, which
-            # can take longer than a short profile's WatchdogSec on a loaded host.
-            self.sd.ready(f"{self.me}: starting")
             self._spawn("probe", self._probe_loop())
             self._spawn("cycle", self._cycle_loop())
             self._spawn("renewal", self._renewal_loop())
@@ -361,6 +359,11 @@ class Agent:
             self._update_metrics(now)
             await self._publish_record()
             self._kick_watchdog(now)
+            if not self._ready_sent:
+                # Ready (and the watchdog armed) after the first decision, not before the
+                # start-up work: on a loaded host that outlasts a short profile's WatchdogSec.
+                self.sd.ready(f"{self.me}: {self.ha.role}")
+                self._ready_sent = True
             self._wake.clear()
             # Wake at the first rule-5 deadline ahead (bot.leasewake), and at least every
             # renew_interval, so that a short lease still gets a watchdog kick in time.
