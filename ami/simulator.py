@@ -21,6 +21,7 @@ import contextlib
 import json
 import logging
 import os
+import socket
 import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
@@ -129,6 +130,10 @@ class _Session:
             self.writer.close()
 
 
+async def _answer_sip(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    writer.close()
+
+
 class AsteriskSimulator:
     def __init__(
         self,
@@ -147,7 +152,11 @@ class AsteriskSimulator:
         max_frame: int = DEFAULT_MAX_FRAME,
         clock: Callable[[], float] = time.monotonic,
         write: Collection[str] | None = None,
+        sip_listen: Callable[[], socket.socket] | None = None,
     ) -> None:
+        """``sip_listen`` makes a bound TCP socket (e.g. port 5060 in the node's network
+        namespace): it listens from FullyBooted until the stop, and every connection is
+        accepted and closed, so a client can see when this "Asterisk" serves."""
         self.host = host
         # manager.conf `write =` of the user; None grants every class (`write = all`).
         self.write = None if write is None else frozenset(c.strip().lower() for c in write)
@@ -163,6 +172,8 @@ class AsteriskSimulator:
         self.call_duration = call_duration
         self.max_frame = max_frame
         self.clock = clock
+        self.sip_listen = sip_listen
+        self._sip: asyncio.Server | None = None
         self.span_alarms: dict[int, str] = {}
         self.channels: dict[str, _Channel] = {}
         self.sessions: set[_Session] = set()
@@ -208,6 +219,11 @@ class AsteriskSimulator:
         if delay > 0:
             await asyncio.sleep(delay)
         self.booted = True
+        if self.sip_listen is not None and self._sip is None:
+            try:
+                self._sip = await asyncio.start_server(_answer_sip, sock=self.sip_listen())
+            except OSError as exc:
+                log.error("cannot open the SIP listener: %s", exc)
         self._record("fully_booted")
         self.broadcast(
             self._event("FullyBooted", "system", [("Status", "Fully Booted"), *self._uptimes()])
@@ -220,16 +236,16 @@ class AsteriskSimulator:
         for task in list(self._tasks):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-        for server in (self._server, self._control):
+        for server in (self._server, self._control, self._sip):
             if server is not None:
                 server.close()
         for session in list(self.sessions):
             session.close(abort=True)
-        for server in (self._server, self._control):
+        for server in (self._server, self._control, self._sip):
             if server is not None:
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(server.wait_closed(), 2.0)
-        self._server = self._control = None
+        self._server = self._control = self._sip = None
         self.stopped.set()
 
     async def shutdown(self, restart: bool = False, issuer: _Session | None = None) -> None:
@@ -241,6 +257,9 @@ class AsteriskSimulator:
         for chan in list(self.channels.values()):
             self._hangup(chan, 16, "Normal Clearing")
         self._record("shutdown")
+        if self._sip is not None:
+            self._sip.close()  # a stopping Asterisk takes no new calls
+            self._sip = None
         event = self._event(
             "Shutdown",
             "system",

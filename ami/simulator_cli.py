@@ -18,6 +18,7 @@ import os
 import signal
 import socket
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -65,6 +66,15 @@ def register_simulate(simsub: argparse._SubParsersAction) -> None:
         choices=["all", "spans", "channels", "none"],
         default="all",
         help="chan_dahdi reportalarms: which alarm events are sent (default all)",
+    )
+    p.add_argument(
+        "--sip-port",
+        type=int,
+        metavar="P",
+        help="also listen on TCP port P from FullyBooted on (connections are answered and closed)",
+    )
+    p.add_argument(
+        "--sip-netns", metavar="NS", help="open the --sip-port listener in network namespace NS"
     )
     p.add_argument("--daemon", action="store_true", help="run in the background (needs --pidfile)")
     p.add_argument("--pidfile", metavar="F", help="write the process id here")
@@ -146,6 +156,7 @@ async def _serve(args: argparse.Namespace, secret: str) -> int:
         record=Path(args.record) if args.record else None,
         report_alarms=args.report_alarms,
         write=args.write.split(",") if args.write else None,
+        sip_listen=_sip_listener(args.sip_port, args.sip_netns) if args.sip_port else None,
     )
     ari: AriSimulator | None = None
     if args.ari_port is not None:
@@ -200,6 +211,21 @@ def _ari_stall(ari: AriSimulator, on: bool) -> dict[str, bool]:
     """A hung ARI: requests held unanswered (on), or answered again (off)."""
     ari.stall(on)
     return {"ari_stalled": on}
+
+
+def _sip_listener(port: int, netns: str | None) -> Callable[[], socket.socket]:
+    def make() -> socket.socket:
+        if netns:
+            from bot.lab.netns import socket_in
+
+            sock = socket_in(netns)
+        else:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("0.0.0.0", port))
+        return sock
+
+    return make
 
 
 def _write_pidfile(path: str) -> None:

@@ -12,6 +12,15 @@ time from the handover decision (the old primary's "demotion" event), which is
 what the 1.5 s target is about; detection itself is the configured grace.
 Then each bot's peak RSS and idle CPU share, and with ``--soak`` a loaded run
 (both CPUs kept busy) that counts false failovers and dual primaries.
+With a client probe in the lab's client namespace (bench/probe.py) each host
+death is also timed as a caller's device sees it: the client's neighbour entry
+for the floating IP naming the new node ("VIP moved") and the first TCP
+handshake on VIP:5060 ("answered"; the simulated Asterisk listens there from
+FullyBooted on). ``--profiles default,fast`` runs the host deaths at each timing
+profile (fast: deploy/examples/fast-a.toml); ``--compare keepalived`` then runs
+keepalived (VRRPv2 1 s adverts, VRRPv3 0.1 s adverts) on the same topology with
+the same fault and probe, and prints one side-by-side table. Every fault falls
+at a random (``--seed``) point of the renewal or advert cycle.
 Needs root (network namespaces), like the end-to-end tests.
 """
 
@@ -19,20 +28,27 @@ from __future__ import annotations
 
 import argparse
 import os
+import random
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import time
+import tomllib
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
+
+import redis
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.keepalived import SETTINGS as KEEPALIVED  # noqa: E402
+from bench.keepalived import KeepalivedPair, keepalived_missing  # noqa: E402
+from bench.probe import ClientProbe  # noqa: E402
 from bot.config import parse_duration  # noqa: E402
 from bot.lab.asterisk import find_binary  # noqa: E402
 from tests.e2e.checker import Allowance  # noqa: E402
@@ -40,7 +56,36 @@ from tests.e2e.cluster import Cluster  # noqa: E402
 from tests.e2e.netns import Topology, netns_unavailable  # noqa: E402
 
 MILESTONES = ("lease", "route", "fully_booted", "test_call")
+# Every takeover step, in order, for the per-step table.
+STEPS = ("lease", "route", "drbd", "vip", "asterisk_start", "fully_booted", "test_call")
+CLIENT = ("moved", "answered")
 HOLDDOWN = 2.0
+EXAMPLES = REPO / "deploy" / "examples"
+PROFILE_KEYS = {
+    "cluster": ("lease_ttl", "renew_interval", "drift_margin", "fence_budget"),
+    "redis": ("timeout",),
+}
+
+
+def profile_settings(name: str) -> dict[str, dict[str, str]]:
+    """The timing keys of a profile: "default" is the lab pair's; others come from
+    deploy/examples/NAME-a.toml, the example shipped for that profile."""
+    path = EXAMPLES / ("lab-a.toml" if name == "default" else f"{name}-a.toml")
+    data = tomllib.loads(path.read_text())
+    return {
+        section: {k: data[section][k] for k in keys if k in data.get(section, {})}
+        for section, keys in PROFILE_KEYS.items()
+    }
+
+
+def watchdog_for(settings: dict[str, dict[str, str]]) -> float:
+    """WatchdogSec <= lease_ttl - renew_interval - fence_budget (design section 3)."""
+    c = settings["cluster"]
+    return (
+        parse_duration(c["lease_ttl"])
+        - parse_duration(c["renew_interval"])
+        - parse_duration(c["fence_budget"])
+    )
 
 
 def pct(values: list[float], p: float) -> float:
@@ -90,7 +135,7 @@ def milestones(c: Cluster, node: str, since: float) -> dict[str, float]:
             found.setdefault("lease", t)
         elif kind == "step" and event.get("ok"):
             step = str(event.get("step"))
-            if step in MILESTONES:
+            if step in STEPS:
                 found.setdefault(step, t)
     return found
 
@@ -103,15 +148,27 @@ def decision_time(c: Cluster, node: str, since: float) -> float | None:
     return None
 
 
-def run_scenario(c: Cluster, name: str, runs: int) -> list[dict[str, float]]:
+def run_scenario(
+    c: Cluster,
+    name: str,
+    runs: int,
+    rng: random.Random,
+    probe: ClientProbe | None = None,
+    nice: int = 0,
+) -> list[dict[str, float]]:
     results = []
+    period = parse_duration(c.renew_interval)
     for i in range(runs):
         primary, standby = settle(c)
         if name == "asterisk crash":
             # A node that took over from a hand-over stays through health trouble for
             # failover_holddown (2 s here): let that pass, or it restarts Asterisk instead.
             time.sleep(HOLDDOWN + 0.5)
+        # A random point of the renewal cycle: a uniform delay over one period puts the
+        # fault at a uniform phase whatever the phase was before.
+        time.sleep(rng.uniform(0, period))
         t0 = time.time()
+        m0 = time.monotonic()
         if name == "host death":
             c.kill_host(primary)
         elif name == "asterisk crash":
@@ -128,6 +185,14 @@ def run_scenario(c: Cluster, name: str, runs: int) -> list[dict[str, float]]:
 
         wait(answered, 20, "the test call")
         row = milestones(c, standby, t0)
+        if probe is not None and c.topology is not None:
+            mac = c.topology.mac(standby)
+            moved = probe.moved(m0, mac)
+            try:
+                heard: float | None = probe.wait("answered", m0, 10, mac=mac)
+            except TimeoutError:
+                heard = None
+            row.update({k: v for k, v in (("moved", moved), ("answered", heard)) if v is not None})
         decided = decision_time(c, primary, t0) if name != "host death" else None
         if decided is not None:
             row["from_decision"] = row["test_call"] - (decided - t0)
@@ -137,10 +202,24 @@ def run_scenario(c: Cluster, name: str, runs: int) -> list[dict[str, float]]:
         )
         if name == "host death":
             c.revive_host(primary)
+            if nice:
+                renice(c, nice)
     return results
 
 
+def epoch_of(c: Cluster) -> int:
+    """The cluster's epoch counter on Redis: one more for every lease ever taken anew."""
+    client = redis.Redis.from_url(c.redis.url, socket_timeout=2.0)
+    try:
+        raw = client.get("failover:{lab}:epoch")
+    finally:
+        client.close()
+    return int(raw or 0)
+
+
 def resources(c: Cluster, idle: float) -> dict[str, dict[str, float]]:
+    """Each bot's peak RSS and CPU share over ``idle`` seconds with nothing happening;
+    a bot that restarted meanwhile (watchdog, crash) is reported, not measured."""
     tick = os.sysconf("SC_CLK_TCK")
     pids = {n: c.nodes[n].bot_pid() for n in c.nodes}
 
@@ -149,18 +228,26 @@ def resources(c: Cluster, idle: float) -> dict[str, dict[str, float]]:
         return (int(fields[11]) + int(fields[12])) / tick
 
     start = {n: cpu(p) for n, p in pids.items() if p}
+    epoch0 = epoch_of(c)
     t0 = time.monotonic()
     time.sleep(idle)
     elapsed = time.monotonic() - t0
-    out = {}
+    out: dict[str, dict[str, float]] = {}
     for n, p in pids.items():
         if not p:
             continue
+        try:
+            used = cpu(p) - start[n]
+            text = Path(f"/proc/{p}/status").read_text()
+        except OSError:
+            out[n] = {"rss_mib": float("nan"), "cpu_share": float("nan"), "restarted": 1.0}
+            continue
         hwm = 0.0
-        for line in Path(f"/proc/{p}/status").read_text().splitlines():
+        for line in text.splitlines():
             if line.startswith("VmHWM:"):
                 hwm = int(line.split()[1]) / 1024
-        out[n] = {"rss_mib": hwm, "cpu_share": (cpu(p) - start[n]) / elapsed}
+        out[n] = {"rss_mib": hwm, "cpu_share": used / elapsed, "restarted": 0.0}
+    out["_cluster"] = {"new_epochs": float(epoch_of(c) - epoch0)}
     return out
 
 
@@ -177,24 +264,231 @@ def busy_cpus(n: int) -> Iterator[None]:
 
 def soak(c: Cluster, seconds: float) -> dict[str, Any]:
     primary, _ = settle(c)
-    status = c.nodes[primary].status() or {}
-    epoch0 = status.get("epoch")
+    epoch0 = epoch_of(c)
     t_start = time.monotonic()
     with busy_cpus(os.cpu_count() or 2):
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
             time.sleep(1.0)
-    status = c.nodes[primary].status() or {}
     verdict = c.verdict(
         Allowance(window=(t_start, time.monotonic()), max_outage=0.0, sample_tolerance=0.05)
     )
     dual = [v for v in verdict.violations if v.kind == "overlap"]
     return {
         "seconds": seconds,
-        "false_failovers": (status.get("epoch") or 0) - (epoch0 or 0),
+        "false_failovers": epoch_of(c) - epoch0,
         "still_primary": c.primary() == primary,
         "dual_primary": len(dual),
     }
+
+
+def run_profile(
+    args: argparse.Namespace, profile: str, work: Path, rng: random.Random
+) -> dict[str, Any]:
+    """One lab cluster at one timing profile: the scenarios, idle resources, soak."""
+    settings = profile_settings(profile)
+    scenarios = [x.strip() for x in args.scenarios.split(",") if x.strip()]
+    if profile != args.profiles.split(",")[0].strip():
+        scenarios = [x for x in scenarios if x == "host death"]
+    out: dict[str, Any] = {"profile": profile, "settings": settings, "table": {}}
+    with Topology() as topo:
+        extra: dict[str, dict[str, Any]] = {
+            # A short hold-down, so that back-to-back health-triggered runs are allowed.
+            "cluster": {"failover_holddown": f"{HOLDDOWN:g}s", **settings["cluster"]},
+            "redis": dict(settings["redis"]),
+        }
+        c = make_cluster(args, work / profile, topo, settings, extra)
+        probe = ClientProbe(topo.ns("client"), topo.vip_address)
+        try:
+            c.start()
+            if args.nice and profile in args.nice_profiles.split(","):
+                renice(c, args.nice)
+                out["nice"] = args.nice
+            probe.start()
+            for name in scenarios:
+                print(f"{profile}: {name}: {args.runs} runs", flush=True)
+                out["table"][name] = run_scenario(
+                    c, name, args.runs, rng, probe, nice=out.get("nice", 0)
+                )
+            settle(c)
+            print(f"{profile}: idle {args.idle:.0f} s", flush=True)
+            out["resources"] = resources(c, args.idle)
+            if args.soak and profile in args.soak_profiles.split(","):
+                seconds = parse_duration(args.soak)
+                print(f"{profile}: soak {seconds:.0f} s with every CPU kept busy", flush=True)
+                out["soak"] = soak(c, seconds)
+        finally:
+            probe.stop()
+            c.stop()
+            if not args.keep:
+                shutil.rmtree(work / profile, ignore_errors=True)
+        out["lease"] = parse_duration(c.lease_ttl)
+        out["renew"] = parse_duration(c.renew_interval)
+        out["boot_delay"] = c.boot_delay
+    return out
+
+
+def renice(c: Cluster, nice: int) -> None:
+    """Raise the bots' (supervisors', so restarts inherit it) and Redis's CPU priority,
+    as the fast profile's systemd drop-in does (deploy/README.md, "Timing profiles")."""
+    pids = [c.redis.proc.pid if c.redis.proc else None]
+    for node in c.nodes.values():
+        pids += [node.supervisor.pid if node.supervisor else None, node.bot_pid()]
+    for pid in pids:
+        if pid:
+            with suppress(ProcessLookupError):
+                os.setpriority(os.PRIO_PROCESS, pid, nice)
+
+
+def make_cluster(
+    args: argparse.Namespace,
+    work: Path,
+    topo: Topology,
+    settings: dict[str, dict[str, str]],
+    extra: dict[str, dict[str, Any]],
+) -> Cluster:
+    return Cluster(
+        work,
+        topo,
+        log_level=args.log_level,
+        lease_ttl=settings["cluster"]["lease_ttl"],
+        renew_interval=settings["cluster"]["renew_interval"],
+        watchdog_sec=watchdog_for(settings),
+        extra=extra,
+        asterisk=args.asterisk,
+    )
+
+
+def run_keepalived(label: str, runs: int, work: Path, rng: random.Random) -> list[dict[str, float]]:
+    """The same host death against keepalived, timed by the same client probe."""
+    version, advert = KEEPALIVED[label]
+    rows = []
+    with (
+        Topology() as topo,
+        KeepalivedPair(topo, work / f"keepalived-v{version}", version=version, advert=advert) as kp,
+        ClientProbe(topo.ns("client"), topo.vip_address) as probe,
+    ):
+        master = kp.wait_master(within=30)
+        for i in range(runs):
+            backup = "b" if master == "a" else "a"
+            # Settled: the backup has heard adverts for a while, and the client knows the master.
+            probe.wait("moved", time.monotonic() - 3600, 10, mac=topo.mac(master))
+            time.sleep(rng.uniform(0, advert))  # a random point of the advert cycle
+            m0 = time.monotonic()
+            kp.kill_host(master)
+            try:
+                moved = probe.wait("moved", m0, 30, mac=topo.mac(backup))
+                heard = probe.wait("answered", m0, 30, mac=topo.mac(backup))
+            except TimeoutError as exc:
+                rows.append({"failed": 1.0})
+                print(f"  {label} #{i + 1}: FAILED: {exc}", flush=True)
+            else:
+                rows.append({"moved": moved, "answered": heard})
+                print(f"  {label} #{i + 1}: moved {moved:.3f}, answered {heard:.3f}", flush=True)
+            kp.revive_host(master)
+            master = kp.wait_master(within=30)
+            # The revived node must be a listening backup before the next fault: it has
+            # heard adverts for a whole master-down interval without taking over.
+            time.sleep(kp.master_down + 1.0)
+    return rows
+
+
+def stats(values: list[float]) -> str:
+    if not values:
+        return f"{'-':>7} {'-':>7} {'-':>7} {'-':>7}"
+    return " ".join(f"{pct(values, p):7.3f}" for p in (50, 95, 99)) + f" {max(values):7.3f}"
+
+
+def print_profile(result: dict[str, Any], runs: int, idle: float) -> None:
+    lease, renew = result["lease"], result["renew"]
+    print()
+    print(
+        f"bot, {result['profile']} profile (lease {lease:g} s, renew {renew:g} s"
+        + (f", bots and Redis at nice {result['nice']}" if "nice" in result else "")
+        + f"): {runs} runs"
+        f" per scenario, simulated Asterisk boot {result['boot_delay']:g} s; seconds from the"
+        " fault (event log of the new primary; moved/answered: the client probe)"
+    )
+    head = f"{'scenario':16} {'milestone':14} {'p50':>7} {'p95':>7} {'p99':>7} {'max':>7}  n"
+    print(head)
+    print("-" * len(head))
+    labels = {
+        "lease": "lease taken",
+        "route": "spans routed",
+        "drbd": "DRBD primary",
+        "vip": "VIP up",
+        "moved": "client: moved",
+        "asterisk_start": "Asterisk start",
+        "fully_booted": "fully booted",
+        "answered": "client: answer",
+        "test_call": "test call ok",
+        "from_decision": "decision->call",
+    }
+    for name, rows in result["table"].items():
+        for col in labels:
+            values = [r[col] for r in rows if col in r]
+            if values:
+                print(f"{name:16} {labels[col]:14} {stats(values)}  {len(values)}")
+    print()
+    print(f"{'bot':4} {'peak RSS MiB':>12} {'idle CPU %':>10}   (over {idle:.0f} s)")
+    res = dict(result.get("resources", {}))
+    cluster = res.pop("_cluster", {})
+    for node, r in res.items():
+        note = "  restarted during the window (not measured)" if r.get("restarted") else ""
+        print(f"{node:4} {r['rss_mib']:12.1f} {100 * r['cpu_share']:10.2f}{note}")
+    if cluster:
+        print(f"new lease epochs while idle (false failovers): {cluster['new_epochs']:.0f}")
+    soak_result = result.get("soak")
+    if soak_result is not None:
+        print(
+            f"soak {soak_result['seconds']:.0f} s, CPUs busy: false failovers "
+            f"{soak_result['false_failovers']}, dual primary {soak_result['dual_primary']}, "
+            f"primary unchanged {soak_result['still_primary']}"
+        )
+
+
+def print_comparison(
+    bots: list[dict[str, Any]], kept: dict[str, list[dict[str, float]]], runs: int
+) -> None:
+    print()
+    print(
+        f"host death, seen by the client probe (neighbour entry + TCP 5060 every 10 ms), {runs}"
+        " runs each, random phase; seconds"
+    )
+    head = (
+        f"{'system':28} {'moved p50':>9} {'p95':>7} {'p99':>7} {'max':>7}"
+        f"  {'answer p50':>10} {'p95':>7} {'p99':>7} {'max':>7}"
+    )
+    print(head)
+    print("-" * len(head))
+    systems: list[tuple[str, list[dict[str, float]]]] = []
+    for r in bots:
+        lease, renew = r["lease"], r["renew"]
+        systems.append(
+            (f"bot {r['profile']} ({lease:g}/{renew:g} s)", r["table"].get("host death", []))
+        )
+    systems += [(f"keepalived {label}", rows) for label, rows in kept.items()]
+    for label, rows in systems:
+        moved = [x["moved"] for x in rows if "moved" in x]
+        heard = [x["answered"] for x in rows if "answered" in x]
+        missing = len(rows) - len(moved)
+        note = f"  ({missing} of {len(rows)} runs: no move seen)" if missing else ""
+        print(f"{label:28} {stats(moved):>37}  {stats(heard):>37}{note}")
+    if kept and bots:
+        print()
+        print("ratio bot/keepalived (p50 moved, p50 answered; below 1: the bot is faster)")
+        for r in bots:
+            rows = r["table"].get("host death", [])
+            bm = [x["moved"] for x in rows if "moved" in x]
+            ba = [x["answered"] for x in rows if "answered" in x]
+            for label, krows in kept.items():
+                km = [x["moved"] for x in krows if "moved" in x]
+                ka = [x["answered"] for x in krows if "answered" in x]
+                if bm and km and ba and ka:
+                    print(
+                        f"  bot {r['profile']:8} / keepalived {label:12}"
+                        f" {pct(bm, 50) / pct(km, 50):6.2f} {pct(ba, 50) / pct(ka, 50):6.2f}"
+                    )
 
 
 def main() -> int:
@@ -202,7 +496,20 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--idle", type=float, default=60.0, help="idle CPU window, seconds")
     parser.add_argument("--soak", default="", help='loaded soak duration, e.g. "10m" (off)')
+    parser.add_argument("--soak-profiles", default="fast", help="profiles that get the soak")
     parser.add_argument("--scenarios", default="host death,asterisk crash,switchover")
+    parser.add_argument(
+        "--profiles",
+        default="default",
+        help="timing profiles, comma-separated (default, fast: deploy/examples/NAME-a.toml);"
+        " the first runs every scenario, the others host death only",
+    )
+    parser.add_argument(
+        "--nice", type=int, default=-10, help="CPU priority of the bots and Redis (0: unchanged)"
+    )
+    parser.add_argument("--nice-profiles", default="fast", help="profiles run at --nice")
+    parser.add_argument("--compare", default="", help='"keepalived": the same faults against it')
+    parser.add_argument("--seed", type=int, default=17, help="seed of the fault phases")
     parser.add_argument("--log-level", default="warning", help="the bots' log level")
     parser.add_argument("--keep", action="store_true", help="keep the cluster's files and logs")
     parser.add_argument(
@@ -216,85 +523,39 @@ def main() -> int:
     if reason:
         print(f"failover bench needs network namespaces: {reason}")
         return 2
+    if args.compare not in ("", "keepalived"):
+        parser.error("--compare takes only keepalived")
+    if args.compare and keepalived_missing():
+        print(f"--compare keepalived: {keepalived_missing()}")
+        return 2
+    rng = random.Random(args.seed)
     work = Path(tempfile.mkdtemp(prefix="failover-bench-"))
-    table: dict[str, list[dict[str, float]]] = {}
-    res: dict[str, dict[str, float]] = {}
-    soak_result: dict[str, Any] | None = None
-    with Topology() as topo:
-        # A short hold-down, so that back-to-back health-triggered runs are allowed.
-        c = Cluster(
-            work / "cluster",
-            topo,
-            log_level=args.log_level,
-            asterisk=args.asterisk,
-            extra={"cluster": {"failover_holddown": f"{HOLDDOWN:g}s"}},
-        )
-        try:
-            c.start()
-            for name in [s.strip() for s in args.scenarios.split(",") if s.strip()]:
-                print(f"{name}: {args.runs} runs", flush=True)
-                table[name] = run_scenario(c, name, args.runs)
-            settle(c)
-            print(f"idle: {args.idle:.0f} s", flush=True)
-            res = resources(c, args.idle)
-            if args.soak:
-                seconds = parse_duration(args.soak)
-                print(f"soak: {seconds:.0f} s with every CPU kept busy", flush=True)
-                soak_result = soak(c, seconds)
-        finally:
-            c.stop()
-            if not args.keep:
-                shutil.rmtree(work, ignore_errors=True)
-    lease = parse_duration(c.lease_ttl)
-    renew = parse_duration(c.renew_interval)
-    print()
-    print(
-        f"failover benchmark: {args.runs} runs per scenario, lease {lease:g} s, renew {renew:g} s,"
-        + (
-            " real Asterisk"
-            if c.asterisk == "real"
-            else f" simulated Asterisk boot {c.boot_delay:g} s"
-        )
-        + "; seconds from the fault"
-    )
-    cols = [*MILESTONES, "from_decision"]
-    head = f"{'scenario':16} {'milestone':14} {'p50':>7} {'p95':>7} {'p99':>7} {'max':>7}  n"
-    print(head)
-    print("-" * len(head))
-    for name, rows in table.items():
-        for col in cols:
-            values = [r[col] for r in rows if col in r]
-            if not values:
-                continue
-            label = {
-                "lease": "lease taken",
-                "route": "spans routed",
-                "fully_booted": "fully booted",
-                "test_call": "test call ok",
-                "from_decision": "decision->call",
-            }[col]
-            print(
-                f"{name:16} {label:14} {pct(values, 50):7.3f} {pct(values, 95):7.3f} "
-                f"{pct(values, 99):7.3f} {max(values):7.3f}  {len(values)}"
-            )
-    deaths = [r["test_call"] for r in table.get("host death", []) if "test_call" in r]
-    if deaths:
-        print(
-            f"host death -> test call p99 {pct(deaths, 99):.2f} s "
-            f"(target 5 s; the lease alone runs up to {lease + renew:g} s after the last renewal)"
-        )
-    print()
-    print(f"{'bot':4} {'peak RSS MiB':>12} {'idle CPU %':>10}   (over {args.idle:.0f} s)")
-    for node, r in res.items():
-        print(f"{node:4} {r['rss_mib']:12.1f} {100 * r['cpu_share']:10.2f}")
-    if soak_result is not None:
-        print()
-        print(
-            f"soak {soak_result['seconds']:.0f} s, CPUs busy: false failovers "
-            f"{soak_result['false_failovers']}, dual primary {soak_result['dual_primary']}, "
-            f"primary unchanged {soak_result['still_primary']}"
-        )
-    return 0
+    bots: list[dict[str, Any]] = []
+    kept: dict[str, list[dict[str, float]]] = {}
+    failures: list[str] = []
+    try:
+        # A part that breaks is reported with the table, not allowed to hide the others.
+        for profile in [p.strip() for p in args.profiles.split(",") if p.strip()]:
+            try:
+                bots.append(run_profile(args, profile, work, rng))
+            except Exception as exc:
+                failures.append(f"bot {profile} profile: {type(exc).__name__}: {exc}")
+        if args.compare:
+            for label in KEEPALIVED:
+                print(f"keepalived {label}: {args.runs} runs", flush=True)
+                try:
+                    kept[label] = run_keepalived(label, args.runs, work, rng)
+                except Exception as exc:
+                    failures.append(f"keepalived {label}: {type(exc).__name__}: {exc}")
+    finally:
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+    for result in bots:
+        print_profile(result, args.runs, args.idle)
+    print_comparison(bots, kept, args.runs)
+    for failure in failures:
+        print(f"NOT MEASURED: {failure}")
+    return 1 if failures else 0
 
 
 if __name__ == "__main__":

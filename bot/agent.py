@@ -52,6 +52,7 @@ from bot.ha import (
 )
 from bot.ha import Controls as HaControls
 from bot.healthmon import HealthMonitor
+from bot.leasewake import next_wakeup
 from bot.logsetup import LOG_CONTEXT
 from bot.metrics import Metrics
 from bot.notify import Notifier
@@ -148,6 +149,8 @@ class Agent:
         self.promise_until: float | None = None  # the peer's promise, our clock
         self.peer_reachable = False
         self._lease_changed = asyncio.Event()
+        self._renew_tick = asyncio.Event()  # set at each renewal: the heartbeat's cue
+        self._ready_sent = False
         self._wake = asyncio.Event()
         self._probe_now = asyncio.Event()
         self._stop = asyncio.Event()
@@ -374,9 +377,18 @@ class Agent:
             self._update_metrics(now)
             await self._publish_record()
             self._kick_watchdog(now)
+            if not self._ready_sent:
+                # Ready (and the watchdog armed) after the first decision, not before the
+                # start-up work: on a loaded host that outlasts a short profile's WatchdogSec.
+                self.sd.ready(f"{self.me}: {self.ha.role}")
+                self._ready_sent = True
             self._wake.clear()
+            # Wake at the first rule-5 deadline ahead (bot.leasewake), and at least every
+            # renew_interval, so that a short lease still gets a watchdog kick in time.
+            idle = min(CYCLE_INTERVAL, self.cfg.cluster.renew_interval)
+            pending = (self.ha.predicted_expiry, self.ha.wait_until, self.state_dir.promise_until())
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(CYCLE_INTERVAL):
+                async with asyncio.timeout(next_wakeup(pending, self.clock(), idle)):
                     await self._wake.wait()
 
     def _take(self, key: str) -> Any:
@@ -767,6 +779,7 @@ class Agent:
                 self._lease_changed.clear()
                 await self._lease_changed.wait()
                 last_attempt = self.clock()
+                self._renew_tick.set()
                 continue
             now = self.clock()
             until = holder_valid_until(own, self.promise_until, self.ha_cfg)
@@ -786,6 +799,7 @@ class Agent:
                         await self._lease_changed.wait()
                 continue
             last_attempt = now
+            self._renew_tick.set()  # the heartbeat goes out now too (bot.leasewake)
             await self._renew_once(own)
 
     async def _renew_once(self, own: OwnLease) -> None:
@@ -823,7 +837,12 @@ class Agent:
     async def _peer_loop(self) -> None:
         assert self._peer_client is not None
         while True:
-            start = self.clock()
+            # In phase with the renewals, so the promise ends with the key; at least
+            # every 1.25 renew_interval when a renewal hangs on Redis.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(1.25 * self.cfg.cluster.renew_interval):
+                    await self._renew_tick.wait()
+            self._renew_tick.clear()
             own = self.own
             if own is not None and self.ha.role in ("promoting", "primary", "demoting", "paused"):
                 try:
@@ -838,8 +857,6 @@ class Agent:
                 self.metrics.peer_up.set(1 if receipt is not None else 0)
             else:
                 self.promise_until = None
-            delay = self.cfg.cluster.renew_interval - (self.clock() - start)
-            await asyncio.sleep(max(0.05, delay))
 
     def _may_promise(self, peer: str, epoch: int) -> str | None:
         if not may_promise(self.ha):

@@ -46,6 +46,10 @@ FENCE_STEP_FLOOR = {"fence_vip": 0.5, "fence_asterisk": 1.0, "fence_drbd": 2.0}
 # While the old primary is still fencing, DRBD refuses our promotion ("the peer is
 # primary and connected"); it must be secondary by the end of its lease, so wait.
 PEER_DEMOTION_POLL = 0.1
+# ...but never less than this: a stalled old primary is killed by its watchdog and
+# fenced by ExecStopPost, a new process whose steps may each run to their floor; a
+# short lease (the fast profile) would otherwise give up before that can finish.
+PEER_DEMOTION_MIN_WAIT = 1.0 + sum(FENCE_STEP_FLOOR.values())
 
 
 @dataclass(frozen=True)
@@ -311,7 +315,7 @@ class Takeover:
 
     async def _drbd_promote(self) -> str:
         assert self.drbd is not None
-        deadline = self.clock() + self.cfg.cluster.lease_ttl
+        deadline = self.clock() + max(self.cfg.cluster.lease_ttl, PEER_DEMOTION_MIN_WAIT)
         while True:
             try:
                 changed = await self.drbd.promote()

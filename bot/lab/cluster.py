@@ -37,6 +37,7 @@ PY = sys.executable
 NODES = ("a", "b")
 HOSTS = {"a": "A", "b": "B"}
 RESOURCE = "pbx"
+SIP_PORT = 5060
 EXAMPLES = Path(__file__).resolve().parents[2] / "deploy" / "examples"
 
 
@@ -357,6 +358,10 @@ class Cluster:
         if self.drbd_fake is not None:
             base["drbd"] = {"resources": [RESOURCE]}
         if self.topology is not None:
+            # The simulated Asterisk answers TCP on VIP:5060 in the node's namespace from
+            # FullyBooted until it stops, as a real one's SIP listener does.
+            sip = ["--sip-port", str(SIP_PORT), "--sip-netns", self.topology.ns(node.id)]
+            base["asterisk"]["start"] = [*base["asterisk"]["start"], *sip]
             base["vip"] = {
                 **self.topology.vip_settings(node.id),
                 "arp_count": 1,

@@ -6,6 +6,7 @@ import asyncio
 import json
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -376,6 +377,23 @@ async def test_promote_waits_for_the_old_primary_to_finish_fencing(
     promote = asyncio.create_task(rig.takeover.promote(only_node_that_can_serve=False))
     await wait_for(lambda: len(world.calls("drbdsetup", "drbdadm")) >= 2, 5, what="a refusal")
     assert not promote.done()
+    world.set_drbd({"r0": drbd_resource(device="/dev/drbd0", peer_role="Secondary")})
+    report = await asyncio.wait_for(promote, 10)
+    assert report.outcome == "succeeded", report
+    assert world.role("r0") == "Primary"
+
+
+async def test_short_lease_still_waits_for_a_watchdog_fenced_old_primary(
+    cfg: Config, world: FakeWorld
+) -> None:
+    """With a 0.5 s lease the old primary, killed by its watchdog and fenced by a new
+    fence-local process, may demote DRBD well after a lease time: still wait for it."""
+    short = replace(cfg, cluster=replace(cfg.cluster, lease_ttl=0.5, renew_interval=0.1))
+    world.set_drbd({"r0": drbd_resource(device="/dev/drbd0", peer_role="Primary")})
+    rig = Rig(short, world)
+    promote = asyncio.create_task(rig.takeover.promote(only_node_that_can_serve=False))
+    await asyncio.sleep(1.5)  # the old primary's fence-local, longer than the lease
+    assert not promote.done(), "gave up before the old primary could have fenced"
     world.set_drbd({"r0": drbd_resource(device="/dev/drbd0", peer_role="Secondary")})
     report = await asyncio.wait_for(promote, 10)
     assert report.outcome == "succeeded", report

@@ -61,7 +61,10 @@ def problems(text: str, base: Path) -> dict[str, str]:
     return dict(info.value.problems)
 
 
-@pytest.mark.parametrize("example", ["node-a.toml", "node-b.toml", "lab-a.toml", "lab-b.toml"])
+@pytest.mark.parametrize(
+    "example",
+    ["node-a.toml", "node-b.toml", "lab-a.toml", "lab-b.toml", "fast-a.toml", "fast-b.toml"],
+)
 def test_examples_pass_check_config(example: str, tmp_path: Path) -> None:
     path = materialise(example, tmp_path)
     proc = subprocess.run(
@@ -72,6 +75,20 @@ def test_examples_pass_check_config(example: str, tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("config OK: node ")
+
+
+def test_fast_profile_still_meets_the_timing_rule_and_check_config_enforces_it(
+    tmp_path: Path,
+) -> None:
+    text = materialise("fast-a.toml", tmp_path).read_text()
+    cfg = parse_config(text, tmp_path)
+    c = cfg.cluster
+    assert c.lease_ttl <= 0.5
+    assert c.renew_interval + 2 * cfg.redis.timeout + c.drift_margin + c.fence_budget <= c.lease_ttl
+    # One step shorter and the rule no longer holds: check-config must say so.
+    tighter = text.replace('lease_ttl = "500ms"', 'lease_ttl = "300ms"')
+    assert tighter != text
+    assert "exceeds lease_ttl" in problems(tighter, tmp_path)["cluster.lease_ttl"]
 
 
 def test_five_mistakes_are_all_named(tmp_path: Path) -> None:

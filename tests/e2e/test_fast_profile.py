@@ -1,0 +1,137 @@
+"""The fast timing profile (deploy/examples/fast-a.toml) through representative safety
+scenarios, each ending with the independent checker. The deadlines asserted here are
+generous behavioural bounds; speed is measured by ``make bench``, not here."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import time
+import tomllib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bot.config import parse_duration
+from tests.e2e.checker import Allowance
+from tests.e2e.cluster import Cluster, have_tools
+from tests.e2e.netns import Topology, netns_unavailable
+from tests.helpers import wait_for_sync
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
+
+FAST = Path(__file__).resolve().parents[2] / "deploy" / "examples" / "fast-a.toml"
+SAMPLE = 0.05
+
+
+def fast_settings() -> dict[str, dict[str, Any]]:
+    data = tomllib.loads(FAST.read_text())
+    cluster = {
+        k: data["cluster"][k]
+        for k in ("lease_ttl", "renew_interval", "drift_margin", "fence_budget")
+    }
+    return {"cluster": cluster, "redis": {"timeout": data["redis"]["timeout"]}}
+
+
+SETTINGS = fast_settings()
+LEASE = parse_duration(SETTINGS["cluster"]["lease_ttl"])
+WATCHDOG = (
+    LEASE
+    - parse_duration(SETTINGS["cluster"]["renew_interval"])
+    - parse_duration(SETTINGS["cluster"]["fence_budget"])
+)
+
+
+@pytest.fixture
+def cluster(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Cluster]:
+    reason = have_tools() or netns_unavailable()
+    if reason:
+        pytest.skip(reason)
+    proxied = request.node.get_closest_marker("proxied") is not None
+    with Topology() as topo:
+        c = Cluster(
+            tmp_path / "cluster",
+            topo,
+            proxied=proxied,
+            lease_ttl=SETTINGS["cluster"]["lease_ttl"],
+            renew_interval=SETTINGS["cluster"]["renew_interval"],
+            watchdog_sec=WATCHDOG,
+            extra={"cluster": dict(SETTINGS["cluster"]), "redis": dict(SETTINGS["redis"])},
+        )
+        try:
+            c.start()
+            c.wait_primary(within=30)
+            yield c
+        finally:
+            c.stop()
+
+
+def allow(start: float, max_outage: float) -> Allowance:
+    return Allowance(
+        window=(start, time.monotonic()),
+        max_outage=max_outage,
+        sample_tolerance=SAMPLE,
+        route_tolerance=1.0,
+    )
+
+
+def other(node: str) -> str:
+    return "b" if node == "a" else "a"
+
+
+def settle(c: Cluster) -> tuple[str, str]:
+    primary = c.wait_primary(within=30)
+    standby = other(primary)
+    c.wait_role(standby, "standby", within=20)
+
+    def ready() -> bool:
+        status = c.nodes[standby].status() or {}
+        return any(n.get("id") == standby and n.get("ready") for n in status.get("nodes", []))
+
+    wait_for_sync(ready, 20, f"{standby} ready")
+    return primary, standby
+
+
+def test_fast_profile_is_what_the_example_ships() -> None:
+    assert LEASE <= 0.5
+    assert WATCHDOG > 0
+
+
+def test_fast_host_death_then_old_primary_rejoins(cluster: Cluster) -> None:
+    primary, standby = settle(cluster)
+    t_fault = time.monotonic()
+    cluster.kill_host(primary)
+    cluster.wait_serving(standby, within=20)
+    cluster.assert_safe(allow(t_fault, max_outage=8.0))
+    cluster.revive_host(primary)
+    cluster.wait_role(primary, "standby", within=20)
+    cluster.assert_safe(Allowance(sample_tolerance=SAMPLE, route_tolerance=1.0))
+
+
+def test_fast_bot_sigstop_never_acts_as_primary_after_waking(cluster: Cluster) -> None:
+    primary, standby = settle(cluster)
+    pid = cluster.nodes[primary].bot_pid()
+    assert pid is not None
+    t_fault = time.monotonic()
+    cluster.kill_bot(primary, signal.SIGSTOP)
+    try:
+        cluster.wait_serving(standby, within=20)
+        time.sleep(4 * LEASE)  # the fault's duration, not a wait for anything
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGCONT)
+    cluster.wait_role(primary, "standby", within=20)
+    cluster.assert_safe(allow(t_fault, max_outage=10.0))
+
+
+@pytest.mark.proxied
+def test_fast_primary_cut_from_redis_and_peer_demotes_before_takeover(cluster: Cluster) -> None:
+    primary, standby = settle(cluster)
+    t_fault = time.monotonic()
+    cluster.cut(primary, "redis", "peer")
+    cluster.wait_serving(standby, within=20)
+    wait_for_sync(lambda: not cluster.holds_vip(primary), 5, f"{primary} without the VIP")
+    cluster.assert_safe(allow(t_fault, max_outage=10.0))
