@@ -39,7 +39,7 @@ typecheck: $(STAMP)
 	$(VENV)/bin/mypy
 
 pytest: deps
-	$(VENV)/bin/pytest -q -p no:cacheprovider --durations=15 $(PYTEST_ARGS)
+	$(VENV)/bin/pytest -q -p no:cacheprovider --durations=15 -rs $(PYTEST_ARGS)
 
 # A two-node cluster on this machine with the simulators; kills the primary and
 # shows the failover. Ctrl-C ends it and cleans up.
