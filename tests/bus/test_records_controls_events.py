@@ -57,20 +57,28 @@ async def test_node_records_round_trip_and_expire(make_bus: BusFactory) -> None:
     assert "b" in await b.node_records()
 
 
-async def test_record_publishes_a_wakeup_only_when_it_changes(make_bus: BusFactory) -> None:
+async def test_record_publishes_a_wakeup_only_when_it_changes(
+    redis_server: RedisServer, make_bus: BusFactory
+) -> None:
     a, b = make_bus("a"), make_bus("b")
+    raw = aredis.Redis.from_url(redis_server.url)
     wake = b.wakeups()
     try:
         assert await anext(wake) == "subscribed"
         await a.publish_node_record(record("a", last_seen=1.0))
         await next_wake(wake, "record")
         await a.publish_node_record(record("a", last_seen=2.0))  # only last_seen: silent
-        await a.publish_node_record(record("a", healthy=False))
+        # Redis delivers one channel's messages in order: a wake-up from the publish
+        # above would come before this marker.
+        await raw.publish(KEYS.wake, "marker")
+        async with asyncio.timeout(2):
+            assert await anext(wake) == "marker"
+        await a.publish_node_record(record("a", last_seen=3.0, healthy=False))
         async with asyncio.timeout(2):
             assert await anext(wake) == "record"
-        await a.append_event("marker", "after the second change")
     finally:
         await wake.aclose()
+        await raw.aclose()
 
 
 async def test_corrupt_record_is_an_error(redis_server: RedisServer, make_bus: BusFactory) -> None:
