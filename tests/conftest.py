@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from bot.lab.netns import Topology, netns_unavailable
 from tests.helpers import RedisServer
 
 # In CI every part the Makefile installs is present, so a skip means a layer went untested:
@@ -58,3 +59,17 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
         yield server
     finally:
         server.stop()
+
+
+_netns_reason: list[str | None] = []
+
+
+@pytest.fixture
+def topology() -> Iterator[Topology]:
+    """The lab's namespaces: client, node a and node b on one bridge; removed afterwards."""
+    if not _netns_reason:
+        _netns_reason.append(netns_unavailable())
+    if _netns_reason[0]:
+        pytest.skip(f"network namespaces unavailable: {_netns_reason[0]}")
+    with Topology() as topo:
+        yield topo

@@ -8,9 +8,18 @@ import time
 from collections.abc import Awaitable, Callable
 
 from bot.lab.cluster import RedisProcess as RedisServer
-from bot.lab.cluster import free_port, port_open
+from bot.lab.cluster import WaitTimeout, free_port, port_open, wait_until
 
-__all__ = ["RedisServer", "free_port", "port_open", "require_root", "wait_for", "wait_for_sync"]
+__all__ = [
+    "RedisServer",
+    "WaitTimeout",
+    "free_port",
+    "port_open",
+    "require_root",
+    "wait_for",
+    "wait_for_sync",
+    "wait_until",
+]
 
 
 async def wait_for(
@@ -28,16 +37,12 @@ async def wait_for(
         if result:
             return
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {within}s waiting for {what}")
+            raise WaitTimeout(f"timed out after {within:g} s waiting for {what}")
         await asyncio.sleep(interval)
 
 
-def wait_for_sync(predicate: Callable[[], bool], within: float, what: str = "condition") -> None:
-    deadline = time.monotonic() + within
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {within}s waiting for {what}")
-        time.sleep(0.02)
+# The blocking wait is the lab's: one loop for the tests, the demo and the benchmark.
+wait_for_sync = wait_until
 
 
 def require_root() -> bool:

@@ -112,12 +112,12 @@ async def run_scenario(lab: SentinelLab, a_bus: Bus, fault: str) -> None:
         elif fault == "kill":
             await asyncio.to_thread(lab.master.kill)
         elif fault == "isolate":
-            await asyncio.to_thread(lab.proxy.cut)
+            await asyncio.to_thread(lab.isolate_master)
         await wait_for(lambda: lab.master_port_seen() not in (None, old_port), 20, what="failover")
         if fault == "kill":
             await asyncio.to_thread(lab.master.start)  # comes back; Sentinel makes it a replica
         elif fault == "isolate":
-            await asyncio.to_thread(lab.proxy.start)  # heal: Sentinel demotes the old master
+            await asyncio.to_thread(lab.heal_master)  # Sentinel demotes the old master
         t_after = b_bus.clock()
 
         def converged() -> bool:
