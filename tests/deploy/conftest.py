@@ -50,7 +50,7 @@ def touch_every_family(metrics: Metrics) -> None:
     metrics.takeover_duration.observe(4.2)
     for step in ("route", "drbd", "vip", "asterisk_start", "fully_booted", "test_call"):
         metrics.observe_step(step, 0.4)
-    metrics.self_fences.labels(reason="lease_expiring").inc()
+    metrics.self_fences.labels(reason="lease_expired").inc()
     metrics.healthy.set(1)
     metrics.ready.set(1)
     metrics.ami_up.set(1)
