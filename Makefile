@@ -3,7 +3,7 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-DEB_PACKAGES := redis-server redis-sentinel socat iproute2 iputils-arping iptables \
+DEB_PACKAGES := redis-server redis-sentinel iproute2 iputils-arping iptables \
 	drbd-utils chromium prometheus systemd procps
 DEB_STAMP := .deps/debian.stamp
 
@@ -39,7 +39,7 @@ typecheck: $(STAMP)
 	$(VENV)/bin/mypy
 
 pytest: deps
-	$(VENV)/bin/pytest -q -p no:cacheprovider --durations=15 $(PYTEST_ARGS)
+	$(VENV)/bin/pytest -q -p no:cacheprovider --durations=15 -rsx $(PYTEST_ARGS)
 
 # The Asterisk the tests, the lab and the demo use: $(ASTERISK) if set, an
 # installed one, or a build of $(ASTERISK_TARBALL) cached outside the checkout

@@ -207,6 +207,8 @@ class AmiClient:
         self.failures = 0
         self.last_shutdown: ShutdownInfo | None = None
         self.last_error: str | None = None
+        # The wait before the next connection attempt, set when a connection ends.
+        self.retry_delay: float | None = None
         self.ami_version: str | None = None
         self._subscribers: list[Callable[[AmiEvent], None]] = []
         self._state_listeners: list[Callable[[AmiState, float], None]] = []
@@ -382,6 +384,7 @@ class AmiClient:
                 self._drop_connection()
                 self._set_state(AmiState.DISCONNECTED)
             self._kick.clear()
+            self.retry_delay = delay
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(delay):
                     await self._kick.wait()

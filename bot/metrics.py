@@ -55,7 +55,9 @@ TAKEOVER_STEPS = (
     "fence_asterisk",
     "fence_drbd",
 )
-SELF_FENCE_REASONS = ("lease_expiring", "lease_taken", "stopped", "manual")
+# The causes the agent names when it fences itself (lease ran out or failed to renew, lease
+# taken by another node, the bot stopping while primary, anything else).
+SELF_FENCE_REASONS = ("lease_expired", "lease_taken", "shutdown", "other")
 SPAN_ALARM_KINDS = ("red", "yellow", "blue", "recovering", "loopback", "notopen")
 TEST_CALL_RESULTS = ("answered", "busy", "no_answer", "congestion", "failed", "timeout")
 RSERIES_HOSTS = ("A", "B")

@@ -137,6 +137,9 @@ class RSeriesLink:
         self._lock = asyncio.Lock()
         self._pending: tuple[p.Command, asyncio.Future[p.OkResponse | p.ErrResponse]] | None = None
         self._state: ApplianceState | None = None
+        # Notifications that arrive while a command waits for its answer: they are newer
+        # than a STATUS answer the appliance took before sending them.
+        self._notes_while_pending: list[dict[str, str]] = []
         self._subscribers: set[_Subscription] = set()
         self._timeouts = 0
         self._need_resync = False
@@ -269,6 +272,7 @@ class RSeriesLink:
                 asyncio.get_running_loop().create_future()
             )
             self._pending = (command, fut)
+            self._notes_while_pending = []
             try:
                 self._transport.write(data)
                 async with asyncio.timeout(self.command_timeout):
@@ -337,12 +341,16 @@ class RSeriesLink:
                 return
             if command.verb == "STATUS":
                 new = ApplianceState.from_fields(answer.fields)
+                for fields in self._notes_while_pending:
+                    new = new.updated(fields)
                 self._state = new if new.active else self._state
             elif self._state is not None:
                 self._state = self._state.updated(answer.fields)
         fut.set_result(answer)
 
     def _on_notification(self, note: Notification) -> None:
+        if self._pending is not None and not self._pending[1].done():
+            self._notes_while_pending.append(note.fields)
         if self._state is not None:
             self._state = self._state.updated(note.fields)
         if note.cause:

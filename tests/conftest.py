@@ -1,11 +1,54 @@
 from __future__ import annotations
 
-from collections.abc import Iterator
+import os
+from collections.abc import Generator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from bot.lab.netns import Topology, netns_unavailable
 from tests.helpers import RedisServer
+
+# In CI every part the Makefile installs is present, so a skip means a layer went untested:
+# with CI=true a skip becomes a failure that names what was missing. Reasons listed here are
+# skips that are not about a missing part and stay skips in CI (none today).
+SKIP_ALLOWED_IN_CI: tuple[str, ...] = ()
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
+
+
+def _skip_reason(longrepr: Any) -> str:
+    # A skip's longrepr is (path, lineno, "Skipped: reason").
+    if isinstance(longrepr, tuple) and len(longrepr) == 3:
+        return str(longrepr[2]).removeprefix("Skipped: ")
+    return str(longrepr)
+
+
+def _fail_skip_in_ci(report: pytest.TestReport | pytest.CollectReport) -> None:
+    if not (report.skipped and in_ci()) or hasattr(report, "wasxfail"):
+        return
+    reason = _skip_reason(report.longrepr)
+    if any(allowed in reason for allowed in SKIP_ALLOWED_IN_CI):
+        return
+    report.outcome = "failed"
+    report.longrepr = f"skipped under CI=true, which needs every part present: {reason}"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, Any, None]:
+    outcome = yield
+    _fail_skip_in_ci(outcome.get_result())
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_make_collect_report(collector: pytest.Collector) -> Generator[None, Any, None]:
+    outcome = yield
+    _fail_skip_in_ci(outcome.get_result())
 
 
 @pytest.fixture
@@ -16,3 +59,17 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
         yield server
     finally:
         server.stop()
+
+
+_netns_reason: list[str | None] = []
+
+
+@pytest.fixture
+def topology() -> Iterator[Topology]:
+    """The lab's namespaces: client, node a and node b on one bridge; removed afterwards."""
+    if not _netns_reason:
+        _netns_reason.append(netns_unavailable())
+    if _netns_reason[0]:
+        pytest.skip(f"network namespaces unavailable: {_netns_reason[0]}")
+    with Topology() as topo:
+        yield topo

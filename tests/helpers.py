@@ -6,11 +6,26 @@ import asyncio
 import os
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
 
+from bot.bus import NodeRecord
 from bot.lab.cluster import RedisProcess as RedisServer
-from bot.lab.cluster import free_port, port_open
+from bot.lab.cluster import WaitTimeout, free_port, port_open, toml_dumps, wait_until
 
-__all__ = ["RedisServer", "free_port", "port_open", "require_root", "wait_for", "wait_for_sync"]
+__all__ = [
+    "RedisServer",
+    "WaitTimeout",
+    "free_port",
+    "node_config",
+    "node_config_text",
+    "node_record",
+    "port_open",
+    "require_root",
+    "wait_for",
+    "wait_for_sync",
+    "wait_until",
+]
 
 
 async def wait_for(
@@ -28,16 +43,12 @@ async def wait_for(
         if result:
             return
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {within}s waiting for {what}")
+            raise WaitTimeout(f"timed out after {within:g} s waiting for {what}")
         await asyncio.sleep(interval)
 
 
-def wait_for_sync(predicate: Callable[[], bool], within: float, what: str = "condition") -> None:
-    deadline = time.monotonic() + within
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {within}s waiting for {what}")
-        time.sleep(0.02)
+# The blocking wait is the lab's: one loop for the tests, the demo and the benchmark.
+wait_for_sync = wait_until
 
 
 def require_root() -> bool:
@@ -57,3 +68,35 @@ def require_asterisk() -> str:
             pytest.fail(f"CI=true and {HOW_TO_GET}")
         pytest.skip(HOW_TO_GET)
     return binary
+
+
+def node_config_text(**sections: dict[str, Any]) -> str:
+    """A node configuration: node "a" of cluster "t" unless ``sections`` say otherwise
+    (each keyword is a TOML table, merged over those defaults)."""
+    tables: dict[str, dict[str, Any]] = {"node": {"id": "a"}, "cluster": {"name": "t"}}
+    for name, values in sections.items():
+        tables[name] = {**tables.get(name, {}), **values}
+    return toml_dumps(tables)
+
+
+def node_config(path: Path, **sections: dict[str, Any]) -> Path:
+    """``node_config_text`` written to ``path``."""
+    path.write_text(node_config_text(**sections))
+    return path
+
+
+def node_record(node: str, role: str = "standby", *, ago: float = 0.0, **fields: Any) -> NodeRecord:
+    """A node record as a healthy bot publishes it, last seen ``ago`` seconds ago."""
+    base: dict[str, Any] = {
+        "id": node,
+        "role": role,
+        "healthy": True,
+        "ready": role == "standby",
+        "ready_reasons": [] if role == "standby" else ["primary"],
+        "epoch": 3,
+        "version": "0.1.0",
+        "settings_hash": "abc",
+        "last_seen": time.time() - ago,
+    }
+    base.update(fields)
+    return NodeRecord(**base)

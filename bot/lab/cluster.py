@@ -55,12 +55,19 @@ def port_open(port: int) -> bool:
         return False
 
 
-def wait_until(predicate: Callable[[], bool], within: float, what: str) -> None:
+class WaitTimeout(AssertionError, TimeoutError):
+    """A bounded wait ran out: a timeout to the lab's callers, a failure to a test."""
+
+
+def wait_until(
+    predicate: Callable[[], bool], within: float, what: str = "condition", interval: float = 0.02
+) -> None:
+    """Poll ``predicate`` until true; raise WaitTimeout after ``within`` seconds."""
     deadline = time.monotonic() + within
     while not predicate():
         if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {within:g} s waiting for {what}")
-        time.sleep(0.02)
+            raise WaitTimeout(f"timed out after {within:g} s waiting for {what}")
+        time.sleep(interval)
 
 
 def pid_alive(pid: int) -> bool:

@@ -9,52 +9,36 @@ from types import SimpleNamespace
 from typing import Any
 
 from bot.config import Config, parse_config
+from tests.helpers import node_config_text
 
-BASE = """
-[node]
-id = "a"
-rseries_host = "A"
-state_dir = "{state}"
 
-[cluster]
-name = "t"
-lease_ttl = "3s"
-renew_interval = "1s"
-fence_budget = "{fence_budget}"
-
-[rseries]
-port = "/dev/null"
-
-[drbd]
-resources = ["r0"]
-mount = [{{ device = "/dev/drbd0", path = "/srv/pbx" }}]
-
-[vip]
-address = "192.0.2.10/24"
-interface = "eth0"
-arp_count = 1
-arp_interval = "10ms"
-
-[asterisk]
-start = ["fake-service", "start", "asterisk"]
-stop = ["fake-service", "stop", "asterisk"]
-kill = ["fake-service", "kill", "asterisk"]
-status = ["fake-service", "status", "asterisk"]
-boot_timeout = "2s"
-command_timeout = "5s"
-
-[spans]
-critical = [1, 2]
-grace = "1s"
-
-[test_call]
-timeout = "1s"
-"""
+def takeover_sections(tmp_path: Path, fence_budget: str = "500ms") -> dict[str, dict[str, Any]]:
+    """Node a with every takeover part configured (fake commands), as TOML tables."""
+    return {
+        "node": {"rseries_host": "A", "state_dir": str(tmp_path / "state")},
+        "cluster": {"lease_ttl": "3s", "renew_interval": "1s", "fence_budget": fence_budget},
+        "rseries": {"port": "/dev/null"},
+        "drbd": {"resources": ["r0"], "mount": [{"device": "/dev/drbd0", "path": "/srv/pbx"}]},
+        "vip": {
+            "address": "192.0.2.10/24",
+            "interface": "eth0",
+            "arp_count": 1,
+            "arp_interval": "10ms",
+        },
+        "asterisk": {
+            **{verb: ["fake-service", verb, "asterisk"] for verb in ("start", "stop", "kill")},
+            "status": ["fake-service", "status", "asterisk"],
+            "boot_timeout": "2s",
+            "command_timeout": "5s",
+        },
+        "spans": {"critical": [1, 2], "grace": "1s"},
+        "test_call": {"timeout": "1s"},
+    }
 
 
 def make_config(tmp_path: Path, *, fence_budget: str = "500ms", extra: str = "") -> Config:
-    text = BASE.format(state=tmp_path / "state", fence_budget=fence_budget) + extra
-    return parse_config(text, tmp_path)
+    text = node_config_text(**takeover_sections(tmp_path, fence_budget))
+    return parse_config(text + extra, tmp_path)
 
 
 @dataclass

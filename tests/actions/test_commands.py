@@ -13,24 +13,20 @@ import pytest
 from bot.bus import Bus
 from bot.config import Config, load_config
 from bot.state import StateDir
-from tests.actions.helpers import BASE
+from tests.actions.helpers import takeover_sections
 from tests.fakes import FakeWorld, drbd_resource
-from tests.helpers import RedisServer, free_port
+from tests.helpers import RedisServer, free_port, node_config
 
 
 def write_config(tmp_path: Path, redis_url: str) -> Path:
     secret = tmp_path / "cluster.secret"
     secret.write_text("s3cret-value\n")
-    text = BASE.format(state=tmp_path / "state", fence_budget="500ms")
-    text = text.replace(
-        'fence_budget = "500ms"',
-        'fence_budget = "500ms"\npeers = [{ id = "b", api = "http://127.0.0.1:1" }]\n'
-        f'secret_file = "{secret}"',
+    sections = takeover_sections(tmp_path)
+    sections["cluster"].update(
+        peers=[{"id": "b", "api": "http://127.0.0.1:1"}], secret_file=str(secret)
     )
-    text += f'\n[redis]\nurl = "{redis_url}"\ntimeout = "300ms"\n'
-    path = tmp_path / "node.toml"
-    path.write_text(text)
-    return path
+    sections["redis"] = {"url": redis_url, "timeout": "300ms"}
+    return node_config(tmp_path / "node.toml", **sections)
 
 
 def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ami.simulator import control
 from tests.ami.conftest import SECRET
-from tests.helpers import free_port, port_open
+from tests.helpers import free_port, node_config, port_open
 
 BOT = [sys.executable, "-m", "bot"]
 
@@ -19,24 +19,18 @@ def run(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def write_config(tmp: Path, port: int, secret_file: Path) -> Path:
-    cfg = tmp / "node.toml"
-    cfg.write_text(
-        f"""
-[node]
-id = "a"
-[cluster]
-name = "lab"
-[ami]
-port = {port}
-secret_file = "{secret_file}"
-ping_interval = "200ms"
-ping_timeout = "200ms"
-connect_timeout = "1s"
-[test_call]
-timeout = "1s"
-"""
+    return node_config(
+        tmp / "node.toml",
+        cluster={"name": "lab"},
+        ami={
+            "port": port,
+            "secret_file": str(secret_file),
+            "ping_interval": "200ms",
+            "ping_timeout": "200ms",
+            "connect_timeout": "1s",
+        },
+        test_call={"timeout": "1s"},
     )
-    return cfg
 
 
 async def test_service_lifecycle_and_test_call(tmp_path: Path) -> None:

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from ami.client import AmiState, backoff_delay
+from ami.client import AUTH_RETRY, AmiState, backoff_delay
 from ami.errors import AmiActionError, AmiConnectionError, AmiTimeout
 from ami.events import AmiEvent, Shutdown, SpanAlarm
 from ami.simulator import AsteriskSimulator, control
@@ -65,8 +65,9 @@ async def test_wrong_secret_is_clear_slow_and_secret_free(
     assert "Authentication failed" in c.last_error
     assert c.state is not AmiState.AUTHENTICATED
     attempts = c.connects + c.reconnects
-    # No hot loop: the next attempt waits the slow auth retry (>= 5 s).
-    await asyncio.sleep(0.5)  # observing absence of retries needs elapsed time
+    # No hot loop: the next attempt waits the slow auth retry (>= 5 s), not the backoff.
+    await wait_for(lambda: c.retry_delay is not None, 3, what="the retry to be planned")
+    assert c.retry_delay is not None and c.retry_delay >= AUTH_RETRY
     assert c.reconnects + c.connects == attempts
     text = caplog.text + repr(c) + str(c.last_error)
     assert wrong not in text and SECRET not in text

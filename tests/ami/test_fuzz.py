@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from ami.client import AmiState
 from ami.codec import FrameDecoder
 from ami.errors import AmiProtocolError
-from ami.events import parse_event
+from ami.events import AmiEvent, SpanAlarm, parse_event
 from ami.simulator import AsteriskSimulator
 from tests.ami.conftest import SECRET, captures_dir
 from tests.helpers import wait_for
@@ -100,9 +100,17 @@ def test_client_survives_random_frames(payloads: list[bytes]) -> None:
             assert proto is not None
             for p in payloads:
                 proto.data_received(p + b"\r\n\r\n")
-            # Still usable afterwards (or, if the junk broke framing, reconnected).
+            # Still usable afterwards (or, if the junk broke framing, reconnected): actions
+            # are answered and a real event still reaches the subscriber, parsed.
             await c.wait_fully_booted(3)
             await c.core_status()
+            sim.set_span_alarm(3, "red")
+            await wait_for(
+                lambda: any(isinstance(e, SpanAlarm) and e.span == 3 for e in got),
+                3,
+                what="the span alarm after the junk",
+            )
+            assert all(isinstance(e, AmiEvent) for e in got), got
         finally:
             await c.close()
             await sim.stop()

@@ -1,19 +1,19 @@
 """A Redis Sentinel lab on loopback: master, one replica, three sentinels, a cuttable proxy.
 
-Sentinels and the replica reach the master through a socat proxy, so the test can cut
-the master off from them while clients still reach it directly.
+Sentinels and the replica reach the master through the cuttable TCP proxy of the
+end-to-end tests, so a test can cut the master off from them while clients still reach
+it directly.
 """
 
 from __future__ import annotations
 
-import os
 import shutil
-import signal
 import subprocess
 from pathlib import Path
 
 import redis
 
+from tests.e2e.proxy import ProxyProcess
 from tests.helpers import RedisServer, free_port, port_open, wait_for_sync
 
 SERVICE = "svc"
@@ -25,33 +25,6 @@ REPLICA_ARGS = [
     "--repl-diskless-sync-delay",  # full syncs start at once (default: wait 5 s)
     "0",
 ]
-
-
-class Proxy:
-    def __init__(self, target_port: int) -> None:
-        self.port = free_port()
-        self.target_port = target_port
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        exe = shutil.which("socat") or "/usr/bin/socat"
-        self.proc = subprocess.Popen(
-            [
-                exe,
-                f"TCP-LISTEN:{self.port},bind=127.0.0.1,fork,reuseaddr",
-                f"TCP:127.0.0.1:{self.target_port}",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,  # its forked children share the group: cut kills all
-        )
-        wait_for_sync(lambda: port_open(self.port), 5, "proxy to listen")
-
-    def cut(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(5)
-        self.proc = None
 
 
 class Sentinel:
@@ -90,7 +63,7 @@ class Sentinel:
 class SentinelLab:
     def __init__(self, workdir: Path) -> None:
         self.master = RedisServer(workdir / "master", extra=REPLICA_ARGS)
-        self.proxy = Proxy(self.master.port)
+        self.proxy = ProxyProcess(self.master.port)
         self.replica = RedisServer(
             workdir / "replica",
             extra=[*REPLICA_ARGS, "--replicaof", "127.0.0.1", str(self.proxy.port)],
@@ -136,6 +109,13 @@ class SentinelLab:
                 return port
         return None
 
+    def isolate_master(self) -> None:
+        """The sentinels and the replica lose the master: connections reset, new refused."""
+        self.proxy.cut(new="refuse", existing="reset")
+
+    def heal_master(self) -> None:
+        self.proxy.heal()
+
     def writable_with_replica(self, port: int) -> bool:
         try:
             with redis.Redis(port=port, socket_timeout=1) as c:
@@ -147,6 +127,6 @@ class SentinelLab:
     def stop(self) -> None:
         for s in self.sentinels:
             s.stop()
-        self.proxy.cut()
+        self.proxy.stop()
         self.replica.kill()
         self.master.kill()

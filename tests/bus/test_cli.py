@@ -16,32 +16,21 @@ from bot.bus import Bus, NodeRecord
 from bot.cli import main
 from bot.commands.cluster import status_from_peers
 from bot.config import RedisConfig
-from tests.helpers import RedisServer, free_port
+from tests.helpers import RedisServer, free_port, node_config, node_record
 
 
 def write_config(tmp: Path, redis_url: str, peer_port: int, api_port: int) -> Path:
     (tmp / "secret").write_text("s3cret-cluster\n")
-    path = tmp / "node.toml"
-    path.write_text(
-        f"""
-[node]
-id = "a"
-state_dir = "{tmp}/state"
-
-[cluster]
-name = "t"
-peers = [{{ id = "b", api = "http://127.0.0.1:{peer_port}" }}]
-secret_file = "{tmp}/secret"
-
-[redis]
-url = "{redis_url}"
-timeout = "300ms"
-
-[api]
-listen = "127.0.0.1:{api_port}"
-"""
+    return node_config(
+        tmp / "node.toml",
+        node={"state_dir": f"{tmp}/state"},
+        cluster={
+            "peers": [{"id": "b", "api": f"http://127.0.0.1:{peer_port}"}],
+            "secret_file": f"{tmp}/secret",
+        },
+        redis={"url": redis_url, "timeout": "300ms"},
+        api={"listen": f"127.0.0.1:{api_port}"},
     )
-    return path
 
 
 @pytest.fixture
@@ -64,17 +53,7 @@ async def bus(redis_server: RedisServer) -> AsyncIterator[Bus]:
 
 
 def rec(node: str, role: str, epoch: int | None, ago: float = 0.0) -> NodeRecord:
-    return NodeRecord(
-        id=node,
-        role=role,
-        healthy=True,
-        ready=role == "standby",
-        ready_reasons=[] if role == "standby" else ["primary"],
-        epoch=epoch,
-        version="0.1.0",
-        settings_hash="h1",
-        last_seen=time.time() - ago,
-    )
+    return node_record(node, role, epoch=epoch, ago=ago, settings_hash="h1")
 
 
 async def test_status_json_from_redis(

@@ -3,33 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator
 
 import pytest
 import redis.asyncio as aredis
 
-from bot.bus import Bus, BusCorrupt, Keys, NodeRecord
+from bot.bus import Bus, BusCorrupt, Keys
 from bot.config import Secret
 from tests.bus.conftest import BusFactory
-from tests.helpers import RedisServer, wait_for
+from tests.helpers import RedisServer, node_record, wait_for
 
 KEYS = Keys("t")
-
-
-def record(node: str, **kw: object) -> NodeRecord:
-    base: dict[str, object] = {
-        "id": node,
-        "role": "standby",
-        "healthy": True,
-        "ready": True,
-        "epoch": 3,
-        "version": "0.1.0",
-        "settings_hash": "abc",
-        "last_seen": time.time(),
-    }
-    base.update(kw)
-    return NodeRecord(**base)  # type: ignore[arg-type]
 
 
 async def next_wake(it: AsyncIterator[str], want: str, within: float = 2.0) -> None:
@@ -43,9 +27,11 @@ async def next_wake(it: AsyncIterator[str], want: str, within: float = 2.0) -> N
 async def test_node_records_round_trip_and_expire(make_bus: BusFactory) -> None:
     a = make_bus("a", lease_ttl=0.2)  # records live three lease times: 0.6 s
     b = make_bus("b")
-    rec = record("a", health_reasons=["ami down"], ready_reasons=[], extra={"spans": {"1": "ok"}})
+    rec = node_record(
+        "a", health_reasons=["ami down"], ready_reasons=[], extra={"spans": {"1": "ok"}}
+    )
     await a.publish_node_record(rec)
-    await b.publish_node_record(record("b", role="primary", epoch=7))
+    await b.publish_node_record(node_record("b", role="primary", epoch=7))
     records = await b.node_records()
     assert records["a"] == rec and records["b"].role == "primary"
     assert b.highest_epoch_seen == 7 and a.highest_epoch_seen == 3
@@ -57,25 +43,33 @@ async def test_node_records_round_trip_and_expire(make_bus: BusFactory) -> None:
     assert "b" in await b.node_records()
 
 
-async def test_record_publishes_a_wakeup_only_when_it_changes(make_bus: BusFactory) -> None:
+async def test_record_publishes_a_wakeup_only_when_it_changes(
+    redis_server: RedisServer, make_bus: BusFactory
+) -> None:
     a, b = make_bus("a"), make_bus("b")
+    raw = aredis.Redis.from_url(redis_server.url)
     wake = b.wakeups()
     try:
         assert await anext(wake) == "subscribed"
-        await a.publish_node_record(record("a", last_seen=1.0))
+        await a.publish_node_record(node_record("a", last_seen=1.0))
         await next_wake(wake, "record")
-        await a.publish_node_record(record("a", last_seen=2.0))  # only last_seen: silent
-        await a.publish_node_record(record("a", healthy=False))
+        await a.publish_node_record(node_record("a", last_seen=2.0))  # only last_seen: silent
+        # Redis delivers one channel's messages in order: a wake-up from the publish
+        # above would come before this marker.
+        await raw.publish(KEYS.wake, "marker")
+        async with asyncio.timeout(2):
+            assert await anext(wake) == "marker"
+        await a.publish_node_record(node_record("a", last_seen=3.0, healthy=False))
         async with asyncio.timeout(2):
             assert await anext(wake) == "record"
-        await a.append_event("marker", "after the second change")
     finally:
         await wake.aclose()
+        await raw.aclose()
 
 
 async def test_corrupt_record_is_an_error(redis_server: RedisServer, make_bus: BusFactory) -> None:
     b = make_bus("b")
-    await b.publish_node_record(record("b"))
+    await b.publish_node_record(node_record("b"))
     raw = aredis.Redis.from_url(redis_server.url)
     try:
         await raw.sadd(KEYS.nodes, "a")

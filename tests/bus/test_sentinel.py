@@ -33,9 +33,14 @@ class Contender:
     bus: Bus
     intervals: list[tuple[float, float, int]] = field(default_factory=list)
     epoch: int | None = None
+    retire: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
+            if self.retire.is_set():
+                await self._hand_over()
+                await stop.wait()
+                return
             try:
                 if self.epoch is None:
                     grant = await self.bus.acquire(TTL, 0)
@@ -55,6 +60,16 @@ class Contender:
                 await asyncio.wait_for(
                     stop.wait(), RENEW_EVERY if self.epoch is not None else RETRY_EVERY
                 )
+
+    async def _hand_over(self) -> None:
+        """Stop holding: validity ends when the release is sent, then release the key."""
+        if self.epoch is None:
+            return
+        now = self.bus.clock()
+        self.intervals = [(s, min(e, now), ep) for s, e, ep in self.intervals]
+        with contextlib.suppress(BusError):
+            await self.bus.release(self.epoch)
+        self.epoch = None
 
     def _valid(self, sent_at: float, epoch: int) -> None:
         self.intervals.append((sent_at, sent_at + TTL - DRIFT, epoch))
@@ -83,10 +98,10 @@ def sentinel_bus(lab: SentinelLab, node: str) -> Bus:
 
 
 async def run_scenario(lab: SentinelLab, a_bus: Bus, fault: str) -> None:
-    b_bus = sentinel_bus(lab, "b")
-    a, b = Contender(a_bus), Contender(b_bus)
+    b_bus, c_bus = sentinel_bus(lab, "b"), sentinel_bus(lab, "c")
+    a, b, c = Contender(a_bus), Contender(b_bus), Contender(c_bus)
     stop = asyncio.Event()
-    tasks = [asyncio.create_task(c.run(stop)) for c in (a, b)]
+    tasks = [asyncio.create_task(x.run(stop)) for x in (a, b)]
     try:
         await wait_for(lambda: bool(a.intervals or b.intervals), 10, what="a first lease")
         old_port = lab.proxy.port
@@ -97,12 +112,12 @@ async def run_scenario(lab: SentinelLab, a_bus: Bus, fault: str) -> None:
         elif fault == "kill":
             await asyncio.to_thread(lab.master.kill)
         elif fault == "isolate":
-            await asyncio.to_thread(lab.proxy.cut)
+            await asyncio.to_thread(lab.isolate_master)
         await wait_for(lambda: lab.master_port_seen() not in (None, old_port), 20, what="failover")
         if fault == "kill":
             await asyncio.to_thread(lab.master.start)  # comes back; Sentinel makes it a replica
         elif fault == "isolate":
-            await asyncio.to_thread(lab.proxy.start)  # heal: Sentinel demotes the old master
+            await asyncio.to_thread(lab.heal_master)  # Sentinel demotes the old master
         t_after = b_bus.clock()
 
         def converged() -> bool:
@@ -117,14 +132,37 @@ async def run_scenario(lab: SentinelLab, a_bus: Bus, fault: str) -> None:
             20,
             what="a confirmed lease after the fault",
         )
+        # Hand the lease over to a third node: its epoch must come from the counter that
+        # survived the fault, so it is above every epoch before it.
+        holder = max((a, b), key=lambda x: max((s for s, _e, _ep in x.intervals), default=0.0))
+        holder.retire.set()
+        t_retire = b_bus.clock()
+        tasks.append(asyncio.create_task(c.run(stop)))
+        await wait_for(
+            lambda: any(x.confirmed_since(t_retire) for x in (a, b, c) if x is not holder),
+            20,
+            what="a lease after the hand-over",
+        )
     finally:
         stop.set()
         await asyncio.gather(*tasks, return_exceptions=True)
-        await a_bus.close()
-        await b_bus.close()
-    assert not overlaps(a, b), overlaps(a, b)[:3]
-    epochs = sorted({e for c in (a, b) for *_t, e in c.intervals})
-    assert epochs == sorted(set(epochs)) and len(epochs) >= 1
+        for bus in (a_bus, b_bus, c_bus):
+            await bus.close()
+    for x, y in ((a, b), (a, c), (b, c)):
+        assert not overlaps(x, y), overlaps(x, y)[:3]
+    assert_epochs_fence(a, b, c)
+
+
+def assert_epochs_fence(*contenders: Contender) -> None:
+    """Each epoch names one holder, and in time order the epoch never goes back."""
+    holders = [x for x in contenders if x.intervals]
+    assert len(holders) >= 2, "the lease changed hands"
+    for i, x in enumerate(holders):
+        for y in holders[i + 1 :]:
+            shared = {e for *_t, e in x.intervals} & {e for *_t, e in y.intervals}
+            assert not shared, f"epochs held by two nodes: {sorted(shared)}"
+    in_time = [e for _start, _end, e in sorted(iv for x in holders for iv in x.intervals)]
+    assert in_time == sorted(in_time), f"the epoch went back: {in_time}"
 
 
 async def test_forced_failover_never_two_confirmed_holders(lab: SentinelLab) -> None:

@@ -33,6 +33,12 @@ class ScrapeTarget:
     metrics_path: str
     node: str
     cluster: str
+    # The other bots of the same cluster, node id -> host:port, scraped alongside.
+    peers: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def addresses(self) -> list[str]:
+        return [self.address, *(address for _node, address in self.peers)]
 
 
 def touch_every_family(metrics: Metrics) -> None:
@@ -44,7 +50,7 @@ def touch_every_family(metrics: Metrics) -> None:
     metrics.takeover_duration.observe(4.2)
     for step in ("route", "drbd", "vip", "asterisk_start", "fully_booted", "test_call"):
         metrics.observe_step(step, 0.4)
-    metrics.self_fences.labels(reason="lease_expiring").inc()
+    metrics.self_fences.labels(reason="lease_expired").inc()
     metrics.healthy.set(1)
     metrics.ready.set(1)
     metrics.ami_up.set(1)
@@ -120,10 +126,11 @@ class _MetricsServer:
 
 @pytest.fixture(scope="module")
 def metrics_target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ScrapeTarget]:
-    """The scrape target: a real running bot (`failover-bot run`, node a of a lab cluster).
+    """The scrape targets: a real running pair (`failover-bot run`, a lab cluster).
 
     Redis, the R-Series simulator and two bots with simulated Asterisks (no network
-    namespaces needed: the floating IP is left out); node a's API serves /metrics.
+    namespaces needed: the floating IP is left out); node a is the primary, both nodes'
+    APIs serve /metrics.
     """
     if shutil.which("redis-server") is None:
         pytest.skip("redis-server is not installed")
@@ -134,7 +141,10 @@ def metrics_target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ScrapeT
         cluster.start()
         cluster.wait_primary(within=60)
         node = cluster.nodes["a"]
-        yield ScrapeTarget(f"127.0.0.1:{node.api_port}", "/metrics", node="a", cluster="lab")
+        peer = f"127.0.0.1:{cluster.nodes['b'].api_port}"
+        yield ScrapeTarget(
+            f"127.0.0.1:{node.api_port}", "/metrics", node="a", cluster="lab", peers=(("b", peer),)
+        )
     finally:
         cluster.stop()
 
@@ -159,7 +169,7 @@ class Prometheus:
                 {
                     "job_name": SCRAPE_JOB,
                     "metrics_path": self.target.metrics_path,
-                    "static_configs": [{"targets": [self.target.address]}],
+                    "static_configs": [{"targets": self.target.addresses}],
                 }
             ],
         }
@@ -236,10 +246,12 @@ def prometheus(
     try:
 
         def scraped() -> bool:
-            answer = prom.query(f'up{{job="{SCRAPE_JOB}"}} == 1')
-            return answer.get("status") == "success" and bool(answer["data"]["result"])
+            # Two samples of every target: rate() and increase() need two points.
+            answer = prom.query(f'count_over_time(up{{job="{SCRAPE_JOB}"}}[1m]) >= 2')
+            up = answer["data"]["result"] if answer.get("status") == "success" else []
+            return len(up) == len(metrics_target.addresses)
 
-        wait_for_sync(scraped, 20, "the first successful scrape")
+        wait_for_sync(scraped, 20, "two scrapes of every bot")
         yield prom
     finally:
         prom.stop()

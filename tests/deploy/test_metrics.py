@@ -10,6 +10,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from bot import metrics as m
 from bot.config import Config, load_config
 from bot.metrics import Metrics
+from tests.helpers import node_config
 
 # attribute -> (family name as exposed, type, label names)
 EXPECTED: dict[str, tuple[str, type, tuple[str, ...]]] = {
@@ -163,10 +164,11 @@ def test_lease_ping_and_steps() -> None:
 
 
 def test_for_config_labels_and_precreates(tmp_path: Path) -> None:
-    cfg_path = tmp_path / "node.toml"
-    cfg_path.write_text(
-        '[node]\nid = "a"\n[cluster]\nname = "lab"\n'
-        '[drbd]\nresources = ["r0"]\n[spans]\ncritical = [1, 3]\n'
+    cfg_path = node_config(
+        tmp_path / "node.toml",
+        cluster={"name": "lab"},
+        drbd={"resources": ["r0"]},
+        spans={"critical": [1, 3]},
     )
     config: Config = load_config(str(cfg_path))
     metrics = Metrics.for_config(config)

@@ -65,18 +65,39 @@ def exported_names(prom: Prometheus) -> set[str]:
     return set(answer["data"])
 
 
-def assert_evaluates(prom: Prometheus, where: str, expr: str) -> None:
+# A series selector with its label matchers: each must select data on a running pair, so a
+# typo in a metric or label name (or a label value the bot never sets) fails.
+SELECTOR = re.compile(r"\b(?:failoverbot_[a-z0-9_]+|up)\b(?:\{[^}]*\})?")
+# A trailing filter that shows only fault-time values (a failover, a red alarm).
+FILTER = re.compile(r"\s*(?:>|==)\s*[01]\s*$")
+
+
+def assert_evaluates(prom: Prometheus, where: str, expr: str) -> list[Any]:
     answer = prom.query(expr)
     assert answer.get("status") == "success", f"{where}: {expr}\n{answer}"
     missing = set(METRIC_NAME.findall(expr)) - exported_names(prom)
     assert not missing, f"{where}: uses metrics the bot does not export: {sorted(missing)}"
+    for selector in SELECTOR.findall(expr):
+        selected = prom.query(selector)
+        assert selected.get("status") == "success", f"{where}: {selector}\n{selected}"
+        assert selected["data"]["result"], f"{where}: {selector} selects no series"
+    result: list[Any] = answer["data"]["result"]
+    return result
+
+
+def test_selector_check_catches_a_label_typo(prometheus: Prometheus) -> None:
+    with pytest.raises(AssertionError, match="selects no series"):
+        assert_evaluates(prometheus, "typo", 'max(failoverbot_role{rol="primary"})')
 
 
 @pytest.mark.parametrize(("where", "expr"), dashboard_queries(), ids=lambda v: str(v)[:60])
-def test_dashboard_query_evaluates_on_scraped_metrics(
+def test_dashboard_query_returns_data_for_a_running_pair(
     prometheus: Prometheus, where: str, expr: str
 ) -> None:
-    assert_evaluates(prometheus, where, expr)
+    if not expr.startswith("failoverbot_role"):  # a pair always has a role to show
+        expr = FILTER.sub("", expr)  # fault-time filter off: the values under it must be there
+    result = assert_evaluates(prometheus, where, expr)
+    assert result, f"{where}: no data for a running pair: {expr}"
 
 
 def test_dashboard_variables_find_the_bot(
@@ -85,7 +106,8 @@ def test_dashboard_variables_find_the_bot(
     answer = prometheus.query("failoverbot_build_info")
     labels = [r["metric"] for r in answer["data"]["result"]]
     assert {(m["cluster"], m["node"], m["instance"]) for m in labels} == {
-        (metrics_target.cluster, metrics_target.node, metrics_target.address)
+        (metrics_target.cluster, metrics_target.node, metrics_target.address),
+        *((metrics_target.cluster, node, address) for node, address in metrics_target.peers),
     }
 
 
@@ -146,7 +168,7 @@ def test_scraped_values_are_the_bot_s(prometheus: Prometheus, metrics_target: Sc
         assert len(result) == 1, (expr, result)
         return float(result[0]["value"][1])
 
-    node = metrics_target.node
+    node, instance = metrics_target.node, metrics_target.address
     with urllib.request.urlopen(f"http://{metrics_target.address}/status", timeout=2) as resp:
         status = json.loads(resp.read())
     me = next(n for n in status["nodes"] if n["id"] == node)
@@ -155,10 +177,12 @@ def test_scraped_values_are_the_bot_s(prometheus: Prometheus, metrics_target: Sc
     other = "standby" if role == "primary" else "primary"
     assert one(f'failoverbot_role{{node="{node}", role="{other}"}}') == 0
     expected_epoch = status["epoch"] if status["holder"] == node else 0
-    assert one("failoverbot_lease_epoch") == expected_epoch
-    assert one("failoverbot_redis_up") == 1
-    assert one('failoverbot_drbd_disk_state{resource="pbx", state="UpToDate"}') == 1
-    assert one(f'failoverbot_rseries_active_host{{host="{status["rseries_active"]}"}}') == 1
+    here = f'instance="{instance}"'
+    assert one(f"failoverbot_lease_epoch{{{here}}}") == expected_epoch
+    assert one(f"failoverbot_redis_up{{{here}}}") == 1
+    assert one(f'failoverbot_drbd_disk_state{{{here}, resource="pbx", state="UpToDate"}}') == 1
+    active = status["rseries_active"]
+    assert one(f'failoverbot_rseries_active_host{{{here}, host="{active}"}}') == 1
 
 
 def test_dashboard_file_is_where_the_test_reads_it() -> None:

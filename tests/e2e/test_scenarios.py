@@ -21,9 +21,19 @@ from pathlib import Path
 
 import pytest
 
+from bot.lab.cluster import supervisor_records
+from bot.metrics import FAILOVER_REASONS
 from tests.e2e.checker import Allowance
 from tests.e2e.cluster import Cluster, have_tools
 from tests.e2e.netns import Topology, netns_unavailable
+from tests.e2e.outcome import (
+    Snapshot,
+    after_takeover,
+    assert_no_self_fence,
+    assert_rseries_agrees,
+    assert_took_over,
+    snapshot,
+)
 from tests.helpers import wait_for_sync
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
@@ -113,6 +123,21 @@ def status_cli(c: Cluster, node: str) -> dict:
     return dict(json.loads(proc.stdout))
 
 
+def watch(c: Cluster, node: str) -> tuple[Snapshot, int]:
+    """Before a fault: the reports of the node expected to take over, and the epoch it
+    must take over at (one above the current one)."""
+    before = snapshot(c.nodes[node])
+    return before, int(before.status["epoch"]) + 1
+
+
+def took_over(c: Cluster, node: str, before: Snapshot, epoch: int, reason: str) -> Snapshot:
+    """After the fault: ``node`` reports exactly one takeover at ``epoch`` for ``reason``."""
+    after = after_takeover(c, node, epoch)
+    assert_took_over(before, after, reason=reason, epoch=epoch, lease_ttl=LEASE)
+    assert_rseries_agrees(c, node)
+    return after
+
+
 def assert_stays(c: Cluster, primary: str, window: float) -> None:
     """Nothing moves for ``window`` seconds: the same primary, the other never primary."""
     deadline = time.monotonic() + window
@@ -125,27 +150,39 @@ def assert_stays(c: Cluster, primary: str, window: float) -> None:
 def test_host_death_then_old_primary_rejoins_as_standby(cluster: Cluster) -> None:
     """Scenarios 1 and 14."""
     primary, standby = settle(cluster)
+    before, epoch = watch(cluster, standby)
     t_fault = time.monotonic()
     cluster.kill_host(primary)
     t_served = cluster.wait_serving(standby, within=20)
     assert t_served - t_fault < 10
     cluster.assert_safe(allow(t_fault, max_outage=8.0))
+    after = took_over(cluster, standby, before, epoch, "host_lost")
     # 14: the old primary comes back and rejoins as standby; no failback, no outage.
     t_back = time.monotonic()
     cluster.revive_host(primary)
     cluster.wait_role(primary, "standby", within=20)
     assert_stays(cluster, standby, LEASE)
     cluster.assert_safe(allow(t_back, max_outage=QUIET_OUTAGE))
+    # The rejoin changed nothing on the primary: same epoch, no new takeover or fence.
+    again = snapshot(cluster.nodes[standby])
+    assert (again.status["holder"], again.status["epoch"]) == (standby, epoch)
+    assert again.status["last_takeover"] == after.status["last_takeover"]
+    assert again.value("failoverbot_takeover_duration_seconds_count") == after.value(
+        "failoverbot_takeover_duration_seconds_count"
+    )
+    assert_no_self_fence(after, again)
 
 
 def test_bot_sigkill_supervisor_fences_and_standby_takes_over(cluster: Cluster) -> None:
     """Scenario 2: only the bot dies; its Asterisk keeps running until fence-local."""
     primary, standby = settle(cluster)
+    before, epoch = watch(cluster, standby)
     t_fault = time.monotonic()
     cluster.kill_bot(primary, signal.SIGKILL)
     cluster.wait_serving(standby, within=20)
     cluster.wait_role(primary, "standby", within=20)
     cluster.assert_safe(allow(t_fault, max_outage=10.0))
+    took_over(cluster, standby, before, epoch, "host_lost")
 
 
 def test_bot_sigstop_never_acts_as_primary_after_waking(cluster: Cluster) -> None:
@@ -153,6 +190,7 @@ def test_bot_sigstop_never_acts_as_primary_after_waking(cluster: Cluster) -> Non
     primary, standby = settle(cluster)
     pid = cluster.nodes[primary].bot_pid()
     assert pid is not None
+    before, epoch = watch(cluster, standby)
     t_fault = time.monotonic()
     cluster.kill_bot(primary, signal.SIGSTOP)
     try:
@@ -164,6 +202,7 @@ def test_bot_sigstop_never_acts_as_primary_after_waking(cluster: Cluster) -> Non
             os.kill(pid, signal.SIGCONT)
     assert_stays(cluster, standby, LEASE)
     cluster.assert_safe(allow(t_fault, max_outage=10.0))
+    took_over(cluster, standby, before, epoch, "host_lost")
 
 
 def test_asterisk_crash_hands_over(cluster: Cluster) -> None:
@@ -171,38 +210,48 @@ def test_asterisk_crash_hands_over(cluster: Cluster) -> None:
     primary, standby = settle(cluster)
     pid = cluster.nodes[primary].asterisk_pid()
     assert pid is not None
+    before, epoch = watch(cluster, standby)
     t_fault = time.monotonic()
     os.kill(pid, signal.SIGKILL)
     cluster.wait_serving(standby, within=20)
     cluster.assert_safe(allow(t_fault, max_outage=10.0))
+    took_over(cluster, standby, before, epoch, "health")
 
 
 def test_ami_stall_hands_over(cluster: Cluster) -> None:
     """Scenario 5: the socket stays open, nothing answers."""
     primary, standby = settle(cluster)
+    before, epoch = watch(cluster, standby)
     t_fault = time.monotonic()
     cluster.nodes[primary].ami_control_cmd({"cmd": "stall"})
     cluster.wait_serving(standby, within=20)
     # The stalled Asterisk still "runs": a working primary is counted by FullyBooted+VIP.
     cluster.assert_safe(allow(t_fault, max_outage=12.0))
+    took_over(cluster, standby, before, epoch, "health")
 
 
 def test_red_alarm_fails_over_blue_alarm_only_alerts(cluster: Cluster) -> None:
     """Scenario 6."""
     primary, standby = settle(cluster)
     node = cluster.nodes[primary]
-    time.sleep(2.5)  # spans.grace (2 s) after the route: span verdicts start only then
     t_blue = time.monotonic()
     for span in (1, 2):
         node.ami_control_cmd({"cmd": "span_alarm", "span": span, "kind": "blue"})
+    # Span verdicts start spans.grace after the route; the blue alert says they have.
+    wait_for_sync(
+        lambda: any("blue" in str(e.get("message", "")) for e in events_of(cluster, primary)),
+        20,
+        "the blue alarm alert",
+    )
     assert_stays(cluster, primary, QUIET)
-    assert any("blue" in str(e.get("message", "")) for e in events_of(cluster, primary))
     cluster.assert_safe(allow(t_blue, max_outage=QUIET_OUTAGE))
+    before, epoch = watch(cluster, standby)
     t_red = time.monotonic()
     for span in (1, 2):
         node.ami_control_cmd({"cmd": "span_alarm", "span": span, "kind": "red"})
     cluster.wait_serving(standby, within=20)
     cluster.assert_safe(allow(t_red, max_outage=8.0))
+    took_over(cluster, standby, before, epoch, "health")
 
 
 def test_standby_not_ready_does_not_take_over(cluster: Cluster) -> None:
@@ -225,9 +274,15 @@ def test_planned_switchover_waits_for_calls_to_drain(cluster: Cluster) -> None:
     """Scenario 11."""
     primary, standby = settle(cluster)
     node = cluster.nodes[primary]
+    before, epoch = watch(cluster, standby)
     node.ami_control_cmd({"cmd": "channels", "count": 2})
+    t_request = time.time()
     assert node.post("/switchover", {"to": standby, "drain_timeout": 20}) == 202
     wait_for_sync(lambda: node.role() == "demoting", 10, "demoting")
+    # The request is shown while it is pending: its target and when it was asked for.
+    pending = (node.status() or {}).get("switchover") or {}
+    assert (pending.get("target"), pending.get("drain_timeout")) == (standby, 20.0), pending
+    assert t_request - 1.0 <= pending["requested_at"] <= time.time(), pending
     assert_stays_demoting = time.monotonic() + 1.5
     while time.monotonic() < assert_stays_demoting:
         assert cluster.nodes[standby].role() != "primary", "switched before the calls drained"
@@ -236,11 +291,13 @@ def test_planned_switchover_waits_for_calls_to_drain(cluster: Cluster) -> None:
     node.ami_control_cmd({"cmd": "channels", "count": 0})
     cluster.wait_serving(standby, within=20)
     cluster.assert_safe(allow(t_drained, max_outage=5.0))
+    took_over(cluster, standby, before, epoch, "switchover")
 
 
 def test_pause_then_kill_primary_nothing_until_resume(cluster: Cluster) -> None:
     """Scenario 12."""
     primary, standby = settle(cluster)
+    before, epoch = watch(cluster, standby)
     assert cluster.nodes[standby].post("/pause", {}) == 202
     cluster.wait_role(standby, "paused", within=10)
     cluster.wait_role(primary, "paused", within=10)
@@ -253,6 +310,7 @@ def test_pause_then_kill_primary_nothing_until_resume(cluster: Cluster) -> None:
     assert cluster.nodes[standby].post("/resume", {}) == 202
     cluster.wait_serving(standby, within=25)
     cluster.assert_safe(allow(t_resume, max_outage=10.0))
+    took_over(cluster, standby, before, epoch, "host_lost")
 
 
 def test_planned_restart_in_maintenance_then_unplanned_exit(cluster: Cluster) -> None:
@@ -276,20 +334,26 @@ def test_planned_restart_in_maintenance_then_unplanned_exit(cluster: Cluster) ->
     assert node.asterisk_pid() == ast_pid, "Asterisk was touched"
     cluster.assert_safe(allow(t_pause, max_outage=QUIET_OUTAGE))
     # An unplanned exit: the supervisor fences and the standby takes over.
+    before, next_epoch = watch(cluster, standby)
+    assert next_epoch == epoch + 1
     t_exit = time.monotonic()
     cluster.kill_bot(primary, signal.SIGTERM)
     cluster.wait_serving(standby, within=20)
     cluster.assert_safe(allow(t_exit, max_outage=8.0))
+    took_over(cluster, standby, before, next_epoch, "host_lost")
 
 
 def test_redis_restart_keeps_the_primary(cluster: Cluster) -> None:
     """Scenario 7: Redis killed and restarted empty; the peer's promise carries the primary."""
     primary, _ = settle(cluster)
-    _, before = cluster.nodes[primary].get("/status")
+    snap = snapshot(cluster.nodes[primary])
+    before = snap.status
     t_fault = time.monotonic()
     both = status_cli(cluster, primary)
     assert {n["id"] for n in both["nodes"]} == {"a", "b"} and both["holder"] == primary
-    assert both["epoch"] == before["epoch"] and both["lease_remaining_seconds"] > 0
+    assert both["epoch"] == before["epoch"]
+    assert 0 < both["lease_remaining_seconds"] <= LEASE
+    assert both["redis_run_id"] == before["redis_run_id"]
     cluster.redis.kill()
     # `status` still answers with Redis down: from the peers' APIs, and says so.
     down = status_cli(cluster, primary)
@@ -297,8 +361,16 @@ def test_redis_restart_keeps_the_primary(cluster: Cluster) -> None:
     time.sleep(LEASE)  # the outage's duration
     cluster.redis.start()
     assert_stays(cluster, primary, QUIET)
-    _, after = cluster.nodes[primary].get("/status")
-    assert after["epoch"] >= before["epoch"]
+    # Rule 4: the key was missing, so the primary took it again with the next epoch (the
+    # counter was lost with Redis, the epoch it saw is the floor), keeping its role.
+    again = snapshot(cluster.nodes[primary])
+    after = again.status
+    assert (after["holder"], after["epoch"]) == (primary, before["epoch"] + 1)
+    assert after["redis_run_id"] != before["redis_run_id"]
+    assert after["last_takeover"] == before["last_takeover"]
+    for reason in FAILOVER_REASONS:
+        assert again.delta(snap, "failoverbot_failovers_total", reason=reason) == 0
+    assert_no_self_fence(snap, again)
     cluster.assert_safe(allow(t_fault, max_outage=QUIET_OUTAGE))
 
 
@@ -319,8 +391,24 @@ def test_primary_cut_from_redis_only_stays_primary(cluster: Cluster) -> None:
 def test_primary_cut_from_redis_and_peer_demotes_before_takeover(cluster: Cluster) -> None:
     """Scenario 9: cut off from both, the primary fences itself; then the standby takes over."""
     primary, standby = settle(cluster)
+    before, epoch = watch(cluster, standby)
     t_fault = time.monotonic()
+    t_fault_wall = time.time()
     cluster.cut(primary, "redis", "peer")
     cluster.wait_serving(standby, within=20)
     wait_for_sync(lambda: not cluster.holds_vip(primary), 5, f"{primary} without the VIP")
     cluster.assert_safe(allow(t_fault, max_outage=10.0))
+    took_over(cluster, standby, before, epoch, "host_lost")
+
+    # Cut off without a valid lease, the old primary stopped kicking the watchdog: the
+    # supervisor killed it and ran fence-local, which succeeded.
+    def fenced_by_supervisor() -> list[dict]:
+        recs = [r for r in supervisor_records(cluster.nodes[primary]) if r["t"] >= t_fault_wall]
+        exits = [r for r in recs if r["event"] == "exited"]
+        posts = [r for r in recs if r["event"] == "stop_post"]
+        return exits + posts if exits and posts else []
+
+    wait_for_sync(lambda: bool(fenced_by_supervisor()), 20, f"{primary}'s fence-local")
+    exits_and_posts = fenced_by_supervisor()
+    assert exits_and_posts[0]["result"] == "watchdog", exits_and_posts
+    assert exits_and_posts[-1]["ok"] is True, exits_and_posts

