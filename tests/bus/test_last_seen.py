@@ -5,13 +5,13 @@ from __future__ import annotations
 import time
 
 from bot.bus.model import NodeRecord
-from tests.bus.test_records_controls_events import record
+from tests.helpers import node_record
 
 
 async def test_last_seen_survives_the_record(make_bus) -> None:  # type: ignore[no-untyped-def]
     a = make_bus("a")
     written = time.time() - 2.0
-    rec: NodeRecord = record("a", role="primary", last_seen=written, lease_view={"epoch": 3})
+    rec: NodeRecord = node_record("a", "primary", last_seen=written, lease_view={"epoch": 3})
     await a.publish_node_record(rec)
     assert (await a.node_records())["a"].lease_view == {"epoch": 3}
     # The record expires (three lease times); the last-seen entry stays.
