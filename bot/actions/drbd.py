@@ -244,11 +244,14 @@ class Drbd:
                 changed.append(f"{resource} primary" + (" (forced)" if force else ""))
         if operator is not None and self.marks is not None:
             # The permission is spent: the next promotion checks the data again.
-            self.marks.clear_force()
-            self.marks.clear_outdated()
-            changed.append(
-                f"force-promote by {operator.get('by', '?')} used; outdated mark cleared"
-            )
+            try:
+                self.marks.clear_force()
+                self.marks.clear_outdated()
+                spent = "outdated mark cleared"
+            except StateError as exc:
+                log.error("force-promote permission not cleared: %s", exc)
+                spent = f"permission NOT cleared ({exc})"
+            changed.append(f"force-promote by {operator.get('by', '?')} used; {spent}")
         for mount in self.cfg.mount:
             if await self.mounted(mount):
                 continue
