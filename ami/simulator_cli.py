@@ -46,6 +46,11 @@ def register_simulate(simsub: argparse._SubParsersAction) -> None:
         metavar="CLASSES",
         help="the user's manager.conf write classes, e.g. originate,reporting (default: all)",
     )
+    p.add_argument(
+        "--read",
+        metavar="CLASSES",
+        help="the user's manager.conf read classes, e.g. system,call (default: all)",
+    )
     p.add_argument("--control-port", type=int, metavar="C", help="JSON-lines control port")
     p.add_argument(
         "--report-alarms",
@@ -130,6 +135,7 @@ async def _serve(args: argparse.Namespace, secret: str) -> int:
         record=Path(args.record) if args.record else None,
         report_alarms=args.report_alarms,
         write=args.write.split(",") if args.write else None,
+        read=args.read.split(",") if args.read else None,
     )
     try:
         await sim.start()
