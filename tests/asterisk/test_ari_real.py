@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from ami.ari import AriClient
-from ami.errors import AmiAuthError
+from ami.errors import AmiActionError, AmiAuthError
 from bot.lab.asterisk import Runtime
 from tests.helpers import wait_for
 
@@ -26,7 +26,7 @@ async def test_ping_originate_into_stasis_and_hang_up(asterisk: Runtime) -> None
 
     task = asyncio.create_task(consume())
     try:
-        await wait_for(ari.ping, 15, what="ARI ping")
+        await wait_for(lambda: _pings(ari), 15, what="ARI ping")  # 404 until res_ari loads
         rtt = await ari.ping()
         assert 0 <= rtt < 5
         await wait_for(lambda: ari.ws_connected, 10, what="the events websocket")
@@ -48,10 +48,29 @@ async def test_ping_originate_into_stasis_and_hang_up(asterisk: Runtime) -> None
 async def test_wrong_ari_password_is_refused(asterisk: Runtime) -> None:
     ari = AriClient(asterisk.ari_url, asterisk.ari_user, "wrong-password", timeout=5.0)
     try:
+        await wait_for(lambda: _not_404(ari), 15, what="ARI up")
         with pytest.raises(AmiAuthError, match="refused"):
             await ari.ping()
     finally:
         await ari.close()
+
+
+async def _not_404(ari: AriClient) -> bool:
+    try:
+        await ari.ping()
+    except AmiAuthError:
+        return True
+    except AmiActionError:
+        return False
+    return True
+
+
+async def _pings(ari: AriClient) -> bool:
+    try:
+        await ari.ping()
+    except AmiActionError:
+        return False
+    return True
 
 
 def _is(event: dict[str, Any], kind: str, channel_id: str) -> bool:
@@ -59,8 +78,6 @@ def _is(event: dict[str, Any], kind: str, channel_id: str) -> bool:
 
 
 async def _gone(ari: AriClient, channel_id: str) -> bool:
-    from ami.errors import AmiActionError
-
     try:
         await ari.hangup(channel_id)
     except AmiActionError as exc:
