@@ -6,9 +6,11 @@ import asyncio
 import contextlib
 from typing import Any
 
+import aiohttp
 import pytest
 
 from ami.ari import AriClient
+from ami.ari_simulator import NOT_FOUND_PAGE
 from ami.errors import AmiActionError, AmiAuthError
 from bot.lab.asterisk import Runtime
 from tests.helpers import wait_for
@@ -43,6 +45,26 @@ async def test_ping_originate_into_stasis_and_hang_up(asterisk: Runtime) -> None
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+async def test_http_404_page_is_the_simulators(asterisk: Runtime) -> None:
+    """The page a booting Asterisk answers for /ari (no handler yet) is the one the ARI
+    simulator sends while booting: checked on a path no module ever registers."""
+    async with aiohttp.ClientSession() as session:
+        url = f"http://127.0.0.1:{asterisk.http_port}/no-such-handler"
+        await wait_for(lambda: _http_up(session, url), 15, what="the HTTP server")
+        async with session.get(url) as resp:
+            assert resp.status == 404
+            assert resp.headers["Content-Type"] == "text/html"
+            assert await resp.text() == NOT_FOUND_PAGE
+
+
+async def _http_up(session: aiohttp.ClientSession, url: str) -> bool:
+    try:
+        async with session.get(url) as resp:
+            return resp.status > 0
+    except aiohttp.ClientError:
+        return False
 
 
 async def test_wrong_ari_password_is_refused(asterisk: Runtime) -> None:
