@@ -43,6 +43,14 @@ from ami.simulator import DIALPLAN, OUTCOME_CODES
 log = logging.getLogger(__name__)
 
 ASTERISK_VERSION = "22.10.1"
+# Asterisk's http.c answer for a path no module has registered (e.g. /ari while
+# res_ari is still loading), byte for byte as 22.10.1 sends it.
+NOT_FOUND_PAGE = (
+    '<!DOCTYPE HTML PUBLIC "-//IETF//DTD HTML 2.0//EN">\r\n<html><head>\r\n'
+    "<title>404 Not Found</title>\r\n</head><body>\r\n<h1>Not Found</h1>\r\n"
+    "<p>The requested URL was not found on this server.</p>\r\n<hr />\r\n"
+    f"<address>Asterisk/{ASTERISK_VERSION}</address>\r\n</body></html>\r\n"
+)
 ENTITY_ID = "02:00:00:00:00:0a"
 REALM = "Asterisk REST Interface"
 BUILD: dict[str, str] = {
@@ -135,6 +143,7 @@ class AriSimulator:
         self._runner: web.AppRunner | None = None
         self._unstalled = asyncio.Event()
         self._unstalled.set()
+        self.booting = False
         self._sockets: dict[web.WebSocketResponse, list[str]] = {}
         self._channels: dict[str, _Channel] = {}
         self._seq = 0
@@ -178,6 +187,12 @@ class AriSimulator:
             self._runner = None
 
     # -- faults -----------------------------------------------------------
+
+    def boot(self, booting: bool = True) -> None:
+        """Booting (on): Asterisk's HTTP server already answers, but res_ari has not
+        registered /ari yet, so every request gets http.c's 404 page, before any
+        authentication. Off: ARI is loaded."""
+        self.booting = booting
 
     def stall(self, on: bool = True) -> None:
         """Hold every request unanswered (on) or answer them again (off)."""
@@ -239,6 +254,10 @@ class AriSimulator:
         self, request: web.Request, handler: Callable[[web.Request], Any]
     ) -> web.StreamResponse:
         self.requests.append((request.method, request.path))
+        if self.booting:
+            return web.Response(
+                status=404, body=NOT_FOUND_PAGE.encode(), headers={"Content-Type": "text/html"}
+            )
         if not self._authorized(request):
             resp = self._json(401, {"message": "Authentication required"})
             resp.headers["WWW-Authenticate"] = f'Basic realm="{REALM}"'

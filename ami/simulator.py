@@ -119,7 +119,7 @@ class _Session:
         self.writer.write(encode(fields))
 
     def send_event(self, fields: Fields) -> None:
-        if self.authenticated and self.events:
+        if self.authenticated and self.events and self.sim.may_read(fields):
             self.send(fields)
 
     def close(self, abort: bool = False) -> None:
@@ -153,11 +153,15 @@ class AsteriskSimulator:
         clock: Callable[[], float] = time.monotonic,
         write: Collection[str] | None = None,
         sip_listen: Callable[[], socket.socket] | None = None,
+        read: Collection[str] | None = None,
     ) -> None:
         """``sip_listen`` makes a bound TCP socket (e.g. port 5060 in the node's network
         namespace): it listens from FullyBooted until the stop, and every connection is
         accepted and closed, so a client can see when this "Asterisk" serves."""
         self.host = host
+        # manager.conf `read =`: events of other classes never reach the user, as in
+        # Asterisk (no FullyBooted without `system`, no OriginateResponse without `call`).
+        self.read = None if read is None else frozenset(c.strip().lower() for c in read)
         # manager.conf `write =` of the user; None grants every class (`write = all`).
         self.write = None if write is None else frozenset(c.strip().lower() for c in write)
         self.port = port
@@ -309,6 +313,14 @@ class AsteriskSimulator:
         if privilege:
             head.append(("Privilege", f"{privilege},all"))
         return head + body
+
+    def may_read(self, event: Fields) -> bool:
+        if self.read is None:
+            return True
+        privilege = next((v for k, v in event if k == "Privilege"), None)
+        if privilege is None:  # items of a list action answer the action itself
+            return True
+        return bool(self.read & set(privilege.split(",")) - {"all"})
 
     def broadcast(self, event: Fields) -> None:
         for session in list(self.sessions):

@@ -51,6 +51,11 @@ def register_simulate(simsub: argparse._SubParsersAction) -> None:
         metavar="CLASSES",
         help="the user's manager.conf write classes, e.g. originate,reporting (default: all)",
     )
+    p.add_argument(
+        "--read",
+        metavar="CLASSES",
+        help="the user's manager.conf read classes, e.g. system,call (default: all)",
+    )
     p.add_argument("--control-port", type=int, metavar="C", help="JSON-lines control port")
     p.add_argument(
         "--ari-port",
@@ -157,6 +162,7 @@ async def _serve(args: argparse.Namespace, secret: str) -> int:
         report_alarms=args.report_alarms,
         write=args.write.split(",") if args.write else None,
         sip_listen=_sip_listener(args.sip_port, args.sip_netns) if args.sip_port else None,
+        read=args.read.split(",") if args.read else None,
     )
     ari: AriSimulator | None = None
     if args.ari_port is not None:

@@ -599,3 +599,17 @@ def test_simulator_process_serves_and_stops_on_sigterm(tmp_path: Path) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait(timeout=5)
+
+
+async def test_booting_asterisk_answers_404_before_authentication(
+    ari: AriSimulator, make_client
+) -> None:
+    """As a real Asterisk whose res_ari is still loading: http.c's 404 page for /ari,
+    even with a wrong password; ARI answers once booted."""
+    ari.boot(True)
+    with pytest.raises(AmiActionError, match="404"):
+        await make_client(ari).ping()
+    with pytest.raises(AmiActionError, match="404"):
+        await make_client(ari, password="wrong").ping()
+    ari.boot(False)
+    assert await make_client(ari).ping() >= 0

@@ -93,3 +93,18 @@ async def test_a_missing_write_right_is_named(make_client) -> None:
         assert "lacks `write = originate`" in result.reason
     finally:
         await sim.stop()
+
+
+async def test_without_read_call_no_originate_response_arrives(make_client) -> None:
+    """As a real Asterisk: a user without `read = call` never sees its OriginateResponse."""
+    sim = AsteriskSimulator(port=0, secret="s", read=["system"], auth_fail_delay=0.1)
+    await sim.start()
+    try:
+        c = make_client(sim, secret="s", ping_interval=5.0)
+        await c.start()
+        await c.wait_fully_booted(3)  # FullyBooted is class system: still seen
+        result = await run_test_call(c, CallCfg(timeout=0.2))
+        assert result.outcome == "timeout", result
+        assert "`read = call`" in result.reason
+    finally:
+        await sim.stop()

@@ -85,6 +85,19 @@ async def test_missing_write_right_is_named(
     assert "lacks `write = originate`" in result.reason, result
 
 
+async def test_missing_read_call_leaves_the_test_call_without_an_answer(
+    make_asterisk: MakeAsterisk, ami_client: Client
+) -> None:
+    """Without `read = call` Asterisk queues the Originate but never sends the user its
+    OriginateResponse: the test call times out, and says which right to check."""
+    rights = {"secret": "deaf-s3cret", "read": "system", "write": "originate,reporting"}
+    rt = make_asterisk(extra_users={"deaf": rights})
+    c = await booted(ami_client, rt, username="deaf", secret="deaf-s3cret")
+    result = await run_test_call(c, CallCfg(timeout=1))
+    assert result.outcome == "timeout", result
+    assert "`read = call`" in result.reason
+
+
 # ---------------------------------------------------------------------- shutdown
 
 
