@@ -96,3 +96,13 @@ def test_channel_alarms_and_status_rows_through_feed() -> None:
     )
     assert m.feed(status, 3.0) is True
     assert (m.kind(2), m.since(2)) == ("none", 3.0)
+
+
+def test_a_no_alarm_channel_event_clears_that_channel() -> None:
+    m = SpanModel()
+    no_alarm = parse_event({"Event": "Alarm", "DAHDIChannel": "30", "Alarm": "No Alarm"})
+    assert m.feed(no_alarm, 1.0) is False  # never in alarm: nothing to clear, no failure
+    m.feed(parse_event({"Event": "Alarm", "DAHDIChannel": "30", "Alarm": "Red Alarm"}), 2.0)
+    assert m.kind(2) == "red"
+    assert m.feed(no_alarm, 3.0) is True
+    assert (m.kind(2), m.since(2)) == ("none", 3.0)
