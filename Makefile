@@ -7,7 +7,7 @@ DEB_PACKAGES := redis-server redis-sentinel iproute2 iputils-arping iptables \
 	drbd-utils chromium prometheus systemd procps
 DEB_STAMP := .deps/debian.stamp
 
-.PHONY: test demo bench bench-deps chaos lint typecheck pytest deps clean docs asterisk wheelhouse install-host
+.PHONY: test demo bench bench-deps chaos lint typecheck pytest deps clean docs asterisk wheelhouse install-host mutate
 
 test: deps asterisk lint typecheck pytest
 
@@ -76,6 +76,13 @@ bench-deps:
 chaos: deps
 	$(PY) -m tests.chaos.run
 
+# Mutation testing of the safety-critical rules ([tool.mutmut] in pyproject.toml); slow,
+# so not part of test. Ends with the surviving mutants per module.
+mutate: deps
+	rm -rf mutants
+	$(VENV)/bin/mutmut run --max-children 2
+	$(PY) -m tests.mutation.report
+
 docs: $(STAMP)
 	$(PY) -m bot.configdoc --write README.md
 	$(PY) -m bot.ha.table > docs/roles.md
@@ -98,4 +105,4 @@ install-host:
 	PREFIX=$(PREFIX) WHEELHOUSE=$(abspath $(WHEELHOUSE)) sh deploy/install-host.sh
 
 clean:
-	rm -rf $(VENV) .deps .mypy_cache .ruff_cache
+	rm -rf $(VENV) .deps .mypy_cache .ruff_cache mutants

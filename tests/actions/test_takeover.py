@@ -266,6 +266,23 @@ async def test_fence_runs_ip_kill_drbd_within_budget(cfg: Config, world: FakeWor
     assert world.addresses("eth0") == []
 
 
+async def test_fence_steps_and_what_they_report(cfg: Config, world: FakeWorld) -> None:
+    """The fence's effects and details, apart from its deadline (checked above)."""
+    rig = Rig(cfg, world)
+    await rig.takeover.promote(only_node_that_can_serve=False)
+    await rig.vip.wait_announced()
+    report = await rig.takeover.fence()
+    assert [(s.name, s.ok, s.detail) for s in report.steps] == [
+        ("fence_vip", True, "address removed"),
+        ("fence_asterisk", True, "killed"),
+        ("fence_drbd", True, "secondary"),
+    ]
+    assert world.addresses("eth0") == [] and not world.running("asterisk")
+    assert world.role("r0") == "Secondary"
+    again = await rig.takeover.fence()  # nothing left to fence: said so, still succeeds
+    assert (again.outcome, again.steps[0].detail) == ("succeeded", "address not present")
+
+
 async def test_fence_tries_every_step_and_never_raises(cfg: Config, world: FakeWorld) -> None:
     rig = Rig(cfg, world)
     await rig.takeover.promote(only_node_that_can_serve=False)

@@ -7,12 +7,15 @@ the expected label, and every duration and timestamp must fall inside the scenar
 
 from __future__ import annotations
 
+import json
 import re
 import time
 import urllib.request
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+import jsonschema
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -28,6 +31,7 @@ KNOWN_MISLABELLED = {("health", "host_lost"), ("switchover", "host_lost")}
 KNOWN_MISLABELLED_WHY = "the cause is read from the lease after it was taken"
 
 Series = tuple[str, tuple[tuple[str, str], ...]]
+SCHEMAS = Path(__file__).resolve().parents[2] / "docs" / "schema"
 
 
 @dataclass(frozen=True)
@@ -108,6 +112,7 @@ def assert_took_over(
     assert 0 < last["duration"] <= window, (last["duration"], window)
     assert before.wall <= last["at"] <= after.wall, (before.wall, last["at"], after.wall)
     assert last["steps"] and all(s["ok"] for s in last["steps"]), last["steps"]
+    assert_events_match_schema(after)
     completed = [e for e in after.events("failover_completed") if e.get("epoch") == epoch]
     assert len(completed) == 1, after.events("failover_completed")
     event = completed[0]
@@ -169,3 +174,13 @@ def assert_rseries_agrees(c: Cluster, node_id: str, within: float = 10.0) -> Non
         within,
         f"{node_id}: R-Series and lease agree",
     )
+
+
+def assert_events_match_schema(snap: Snapshot) -> None:
+    """Every event the bot shows matches docs/schema/event.schema.json."""
+    schema = json.loads((SCHEMAS / "event.schema.json").read_text())
+    validator = jsonschema.Draft202012Validator(schema)
+    events = snap.status.get("events", [])
+    assert events, f"{snap.node} shows no events"
+    bad = [(e, err.message[:200]) for e in events for err in validator.iter_errors(e)]
+    assert not bad, bad[:3]

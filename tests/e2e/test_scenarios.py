@@ -32,6 +32,7 @@ from tests.e2e.outcome import (
     assert_no_self_fence,
     assert_rseries_agrees,
     assert_took_over,
+    self_fences,
     snapshot,
 )
 from tests.helpers import wait_for_sync
@@ -392,6 +393,8 @@ def test_primary_cut_from_redis_and_peer_demotes_before_takeover(cluster: Cluste
     """Scenario 9: cut off from both, the primary fences itself; then the standby takes over."""
     primary, standby = settle(cluster)
     before, epoch = watch(cluster, standby)
+    old_before = snapshot(cluster.nodes[primary])
+    old_pid = cluster.nodes[primary].bot_pid()
     t_fault = time.monotonic()
     t_fault_wall = time.time()
     cluster.cut(primary, "redis", "peer")
@@ -400,15 +403,24 @@ def test_primary_cut_from_redis_and_peer_demotes_before_takeover(cluster: Cluste
     cluster.assert_safe(allow(t_fault, max_outage=10.0))
     took_over(cluster, standby, before, epoch, "host_lost")
 
-    # Cut off without a valid lease, the old primary stopped kicking the watchdog: the
-    # supervisor killed it and ran fence-local, which succeeded.
-    def fenced_by_supervisor() -> list[dict]:
-        recs = [r for r in supervisor_records(cluster.nodes[primary]) if r["t"] >= t_fault_wall]
+    # The old primary fenced itself (its lease ran out, no promise) and is standby; or, if
+    # the fence outlasted the watchdog, the supervisor killed it and fence-local succeeded.
+    old = cluster.nodes[primary]
+
+    def supervisor_fence() -> list[dict]:
+        recs = [r for r in supervisor_records(old) if r["t"] >= t_fault_wall]
         exits = [r for r in recs if r["event"] == "exited"]
         posts = [r for r in recs if r["event"] == "stop_post"]
         return exits + posts if exits and posts else []
 
-    wait_for_sync(lambda: bool(fenced_by_supervisor()), 20, f"{primary}'s fence-local")
-    exits_and_posts = fenced_by_supervisor()
-    assert exits_and_posts[0]["result"] == "watchdog", exits_and_posts
-    assert exits_and_posts[-1]["ok"] is True, exits_and_posts
+    def settled() -> bool:
+        return bool(supervisor_fence()) or (old.bot_pid() == old_pid and old.role() == "standby")
+
+    wait_for_sync(settled, 20, f"{primary} fenced")
+    if supervisor_fence():
+        exits_and_posts = supervisor_fence()
+        assert exits_and_posts[0]["result"] == "watchdog", exits_and_posts
+        assert exits_and_posts[-1]["ok"] is True, exits_and_posts
+    else:
+        fences = self_fences(old_before, snapshot(old))
+        assert fences == {"lease_expired": 1, "lease_taken": 0, "shutdown": 0, "other": 0}
