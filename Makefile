@@ -55,7 +55,7 @@ bench: deps
 
 docs: $(STAMP)
 	$(PY) -m bot.configdoc --write README.md
-	$(PY) -m bot.ha.table > docs/roles.md
+	$(PY) -m bot.ha > docs/roles.md
 
 clean:
 	rm -rf $(VENV) .deps .mypy_cache .ruff_cache

@@ -21,7 +21,7 @@ from ami.events import AmiEvent
 from ami.spans import SpanModel
 from ami.testcall import run_test_call
 from bot.config import Config
-from bot.health import HealthInputs, HealthPolicy, Shutdown, SpanState, Verdict, evaluate
+from bot.health import HealthInputs, HealthPolicy, PendingShutdown, SpanState, Verdict, evaluate
 from bot.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -75,7 +75,7 @@ class HealthMonitor:
         booted = ami is not None and ami.state is AmiState.FULLY_BOOTED
         shutdown = None
         if ami is not None and ami.last_shutdown is not None and not booted:
-            shutdown = Shutdown(ami.last_shutdown.restart, ami.last_shutdown.at)
+            shutdown = PendingShutdown(ami.last_shutdown.restart, ami.last_shutdown.at)
         spans = tuple(
             SpanState(n, None if kind in ("none", "unknown") else kind, self.spans.since(n) or now)
             for n, kind in self.spans.spans().items()

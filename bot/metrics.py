@@ -17,7 +17,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 from bot import __version__
-from bot.ha.types import ROLES as HA_ROLES
+from bot.ha.types import REPORTED_ROLES
 
 if TYPE_CHECKING:
     from bot.config import Config
@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 PREFIX = "failoverbot_"
 
 # The bounded label sets. The names are the public interface of the metrics.
-ROLES = HA_ROLES  # every role of the state machine (bot/ha/types.py)
+ROLES = REPORTED_ROLES  # every role of the state machine, and "fencing" (bot/ha/types.py)
 FAILOVER_REASONS = (
     "host_lost",
     "health",
@@ -55,7 +55,15 @@ TAKEOVER_STEPS = (
     "fence_asterisk",
     "fence_drbd",
 )
-SELF_FENCE_REASONS = ("lease_expiring", "lease_taken", "stopped", "manual")
+SELF_FENCE_REASONS = (
+    "lease_expiring",
+    "lease_taken",
+    "stopped",
+    "manual",
+    "rollback_failed",
+    "demote_failed",
+    "other",
+)
 SPAN_ALARM_KINDS = ("red", "yellow", "blue", "recovering", "loopback", "notopen")
 TEST_CALL_RESULTS = ("answered", "busy", "no_answer", "congestion", "failed", "timeout")
 RSERIES_HOSTS = ("A", "B")

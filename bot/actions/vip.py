@@ -14,8 +14,8 @@ import logging
 from collections.abc import Callable
 
 from bot.actions.errors import ActionError, CommandNotFound, VipError
+from bot.actions.runner import Runner, run_command
 from bot.config import VipConfig
-from bot.runner import Runner, run_command
 
 log = logging.getLogger(__name__)
 

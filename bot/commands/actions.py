@@ -10,19 +10,19 @@ import sys
 
 from bot.actions.asterisk import AsteriskService
 from bot.actions.drbd import Drbd
+from bot.actions.takeover import Takeover
 from bot.actions.vip import Vip
 from bot.bus import Bus, BusError
 from bot.commands.base import (
     EXIT_OK,
     CannotRun,
-    CommandFailed,
+    VerbFailed,
     add_config_arg,
     config_from_args,
     run_async,
 )
 from bot.config import Config
 from bot.state import StateDir, StateError
-from bot.takeover import Takeover
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +109,7 @@ async def fence_local(args: argparse.Namespace) -> int:
         print(f"  {step.name:15} {state:6} {step.duration * 1000:7.1f} ms  {step.detail}")
     await _event(cfg, "fenced", f"{cfg.node.id} fenced itself: {report.outcome}", report.reason)
     if report.outcome != "succeeded":
-        raise CommandFailed(f"fencing incomplete: {report.reason}")
+        raise VerbFailed(f"fencing incomplete: {report.reason}")
     return EXIT_OK
 
 
@@ -131,7 +131,7 @@ def drbd_fence_peer(args: argparse.Namespace) -> int:
     """Exit codes are DRBD's, not the CLI's: DRBD reads them."""
     try:
         return asyncio.run(_drbd_fence_peer(args))
-    except (CannotRun, CommandFailed) as exc:
+    except (CannotRun, VerbFailed) as exc:
         print(f"drbd-fence-peer: {exc}", file=sys.stderr)
         return DRBD_HANDLER_FAILED
 
@@ -162,7 +162,7 @@ async def _drbd_fence_peer(args: argparse.Namespace) -> int:
             log.info("event not recorded: %s", exc)
         return code
     except BusError as exc:
-        raise CommandFailed(f"the cluster bus did not take the outdated mark: {exc}") from None
+        raise VerbFailed(f"the cluster bus did not take the outdated mark: {exc}") from None
     finally:
         await bus.close()
 

@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from bot.actions.runner import run_command
 from bot.actions.vip import Vip
 from bot.config import VipConfig
-from bot.runner import run_command
 from tests.helpers import free_port, require_root, wait_for
 
 pytestmark = pytest.mark.netns

@@ -62,6 +62,7 @@ class TakeoverReport:
     outcome: Outcome
     steps: list[StepTiming] = field(default_factory=list)
     reason: str = ""
+    undo_failed: tuple[str, ...] = ()  # rollback steps that failed: services may still run
 
     @property
     def duration(self) -> float:
@@ -72,7 +73,7 @@ class TakeoverReport:
 
 
 @dataclass(frozen=True)
-class LocalServices:
+class FoundServices:
     """What runs here that only a primary may run (False when not configured; None: could
     not tell)."""
 
@@ -294,15 +295,19 @@ class Takeover:
         undo: list[tuple[str, Callable[[], Awaitable[str | None]], float]],
         failed: StepTiming,
     ) -> TakeoverReport:
+        undo_failed: list[str] = []
         for name, action, limit in reversed(undo):
 
             async def rollback(action: Callable[[], Awaitable[str | None]] = action) -> str:
                 return f"rollback: {await action() or 'done'}"
 
-            await self._step(steps, name, rollback, limit)
+            if not (await self._step(steps, name, rollback, limit)).ok:
+                undo_failed.append(name)
         lease = failed.detail.startswith("lease no longer valid")
         outcome: Outcome = "aborted" if lease else "failed"
-        return TakeoverReport(outcome, steps, f"{failed.name}: {failed.detail}")
+        return TakeoverReport(
+            outcome, steps, f"{failed.name}: {failed.detail}", undo_failed=tuple(undo_failed)
+        )
 
     async def _route(self) -> str:
         assert self.pstn is not None
@@ -320,6 +325,8 @@ class Takeover:
                 if "peer is primary" not in str(exc) or self.clock() >= deadline:
                     raise
                 await asyncio.sleep(PEER_DEMOTION_POLL)
+                if not self.lease_valid():  # every try is a primary action (rule 1)
+                    raise ActionError("lease no longer valid before a DRBD promote retry") from None
         return ", ".join(changed) or "already primary and mounted"
 
     async def _drbd_demote(self, limit: float = DRBD_COMMAND_TIMEOUT) -> str:
@@ -414,16 +421,27 @@ class Takeover:
 
     # ---------------------------------------------------------------- fence
 
-    async def fence(self) -> TakeoverReport:
+    async def fence(self, *, escalate: bool = False) -> TakeoverReport:
         """IP down -> kill Asterisk -> DRBD secondary, within ``cluster.fence_budget``.
 
-        Never raises (except on cancellation): every step is tried.
+        Never raises (except on cancellation): every step is tried, and every step is
+        idempotent, so a retry runs them all again. ``escalate`` (a retry): the budget
+        is spent already, so each step gets its command's own timeout (a slow kill is
+        not a failed one), and DRBD's step first ends the processes that keep its file
+        systems busy.
         """
         steps: list[StepTiming] = []
         deadline = self.clock() + self.cfg.cluster.fence_budget
+        floors = dict(FENCE_STEP_FLOOR)
+        if escalate:
+            floors["fence_vip"] = max(floors["fence_vip"], self.vip.timeout if self.vip else 0)
+            floors["fence_asterisk"] = max(
+                floors["fence_asterisk"], self.cfg.asterisk.command_timeout
+            )
+            floors["fence_drbd"] = max(floors["fence_drbd"], DRBD_COMMAND_TIMEOUT)
 
         def left(step: str) -> float:
-            return max(deadline - self.clock(), FENCE_STEP_FLOOR[step])
+            return max(deadline - self.clock(), floors[step])
 
         if self.vip is not None:
             vip = self.vip
@@ -443,7 +461,7 @@ class Takeover:
             drbd = self.drbd
 
             async def secondary() -> str:
-                await drbd.fence(limit=left("fence_drbd"))
+                await drbd.fence(limit=left("fence_drbd"), escalate=escalate)
                 return "secondary"
 
             await self._step(steps, "fence_drbd", secondary, left("fence_drbd"))
@@ -455,7 +473,7 @@ class Takeover:
 
     # ---------------------------------------------------------------- state
 
-    async def local_services(self) -> LocalServices:
+    async def local_services(self) -> FoundServices:
         async def probe(fn: Callable[[], Awaitable[bool]] | None) -> bool | None:
             if fn is None:
                 return False
@@ -470,7 +488,7 @@ class Takeover:
             probe(self.asterisk.running),
             probe(self.drbd.is_primary if self.drbd else None),
         )
-        return LocalServices(vip_present=vip, asterisk_running=ast, drbd_primary=drbd)
+        return FoundServices(vip_present=vip, asterisk_running=ast, drbd_primary=drbd)
 
     async def readiness(self, outdated: bool) -> tuple[bool, list[str]]:
         """Ready to take over, with the reasons when not (design §4)."""
