@@ -16,6 +16,7 @@ import logging
 import signal
 import time
 from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -68,6 +69,18 @@ SHUTDOWN_FENCE_GRACE = 5.0  # a stopping bot retries its fence this long after e
 ESSENTIAL = ("cycle", "renewal", "probe")
 
 
+@dataclass
+class Adapters:
+    """The parts that touch the world, when not built from the configuration (the
+    property tests' model world). Everything else is the shipping code."""
+
+    bus: Bus
+    state_dir: StateDir
+    takeover: Takeover
+    asterisk: AsteriskService
+    health: HealthMonitor
+
+
 class Agent:
     def __init__(
         self,
@@ -75,6 +88,7 @@ class Agent:
         *,
         clock: Callable[[], float] = boottime,
         registry: CollectorRegistry | None = None,
+        adapters: Adapters | None = None,
     ) -> None:
         self.cfg = cfg
         self.me = cfg.node.id
@@ -83,13 +97,14 @@ class Agent:
         self.started_at = clock()
         self.ha_cfg = HaConfig.from_config(cfg)
         self.ha = HaState.initial(self.ha_cfg, self.started_at)
+        self.on_state: Callable[[HaState], None] | None = None  # every new HA state
         self.metrics = Metrics.for_config(cfg, registry=registry or CollectorRegistry())
-        self.state_dir = StateDir(cfg.node.state_dir)
+        self.state_dir = adapters.state_dir if adapters else StateDir(cfg.node.state_dir)
         if self.state_dir.load_error is not None:
             log.error(
                 "state directory: %s (kept the highest epoch found)", self.state_dir.load_error
             )
-        self.bus = Bus.from_config(cfg)
+        self.bus = adapters.bus if adapters else Bus.from_config(cfg)
         self.hub = EventHub()
         self.notify = Notifier(
             list(cfg.notify.webhooks),
@@ -119,9 +134,13 @@ class Agent:
             Drbd(cfg.drbd, outdated=lambda: self.observer.outdated_on_bus) if cfg.drbd else None
         )
         self.vip = Vip(cfg.vip) if cfg.vip else None
-        self.asterisk = AsteriskService(cfg.asterisk)
+        self.asterisk = adapters.asterisk if adapters else AsteriskService(cfg.asterisk)
         self.ari = AriClient.from_config(cfg.ari) if cfg.ari is not None else None
-        self.health = HealthMonitor(cfg, self.ami, self.metrics, ari=self.ari, clock=time.monotonic)
+        self.health = (
+            adapters.health
+            if adapters
+            else HealthMonitor(cfg, self.ami, self.metrics, ari=self.ari, clock=time.monotonic)
+        )
         self.sd = SdNotifier()
         interval = SdNotifier.watchdog_interval()  # half of WatchdogSec
         self._watchdog_sec = 2 * interval if interval is not None else 0.0
@@ -133,16 +152,20 @@ class Agent:
         self.inbox = Inbox()
         self.events = Events(self.me, self.hub, self.notify, self.bus, self.jobs)
         self.takeovers = TakeoverLog(self.metrics, self.events)
-        self.takeover = Takeover(
-            cfg,
-            drbd=self.drbd,
-            vip=self.vip,
-            asterisk=self.asterisk,
-            pstn=self.pstn,
-            ami=self.ami,
-            lease_valid=lambda: self.keeper.valid(),
-            on_step=self.takeovers.on_step,
-            spans_up=self.health.spans_up,
+        self.takeover = (
+            adapters.takeover
+            if adapters
+            else Takeover(
+                cfg,
+                drbd=self.drbd,
+                vip=self.vip,
+                asterisk=self.asterisk,
+                pstn=self.pstn,
+                ami=self.ami,
+                lease_valid=lambda: self.keeper.valid(),
+                on_step=self.takeovers.on_step,
+                spans_up=self.health.spans_up,
+            )
         )
         self.fencer = Fencer(
             self.takeover, cfg.fence, jobs=self.jobs, metrics=self.metrics, events=self.events
@@ -211,6 +234,7 @@ class Agent:
         self._last_reason = ""
         self._session: aiohttp.ClientSession | None = None
         self._api_runner: Any = None
+        self.peer_server: PeerServer | None = None
         self._exit_code = 0
 
     # ------------------------------------------------------------------ running
@@ -284,33 +308,11 @@ class Agent:
         cfg = self.cfg
         secrets = [cfg.cluster.secret_file, cfg.api.token_file, cfg.redis.password_file]
         secrets += [cfg.ami.secret_file] + [h.url_file for h in cfg.notify.webhooks]
-        peer_server = None
-        if cfg.cluster.secret_file is not None and self.peer_id:
-            peer_server = PeerServer(
-                self.me,
-                cfg.cluster.secret_file,
-                peers=cfg.peer_ids,
-                store=self.state_dir,
-                may_promise=self.keeper.may_promise,
-                lease_ttl=cfg.cluster.lease_ttl,
-                clock=self.clock,
-            )
-            peer = cfg.peer(self.peer_id)
-            assert peer is not None
-            self.keeper.peer_client = PeerClient(
-                self.me,
-                peer.id,
-                peer.api,
-                cfg.cluster.secret_file,
-                session=self._session,
-                lease_ttl=cfg.cluster.lease_ttl,
-                timeout=min(0.5, cfg.cluster.renew_interval / 2),
-                clock=self.clock,
-            )
+        self.peer_server = self.peer_channel(self._session)
         app = create_app(
             view=NodeView(self.reporter, lambda: self.ha),
             controls=self.bus,
-            peer=peer_server,
+            peer=self.peer_server,
             registry=self.metrics.registry,
             token=cfg.api.token_file,
             nodes=[self.me, *cfg.peer_ids],
@@ -324,6 +326,41 @@ class Agent:
             if self.pstn is not None:
                 self.jobs.start("rseries_configure", self._rseries_configure())
         self.events("start", f"{self.me} started (version {__version__})")
+
+    def peer_channel(self, session: Any) -> PeerServer | None:
+        """The peer channel's two ends: the keeper's client (heartbeats through
+        ``session``) and the server that answers the peer's (returned)."""
+        cfg = self.cfg
+        if cfg.cluster.secret_file is None or not self.peer_id:
+            return None
+        peer = cfg.peer(self.peer_id)
+        assert peer is not None
+        self.keeper.peer_client = PeerClient(
+            self.me,
+            peer.id,
+            peer.api,
+            cfg.cluster.secret_file,
+            session=session,
+            lease_ttl=cfg.cluster.lease_ttl,
+            timeout=min(0.5, cfg.cluster.renew_interval / 2),
+            clock=self.clock,
+        )
+        return PeerServer(
+            self.me,
+            cfg.cluster.secret_file,
+            peers=cfg.peer_ids,
+            store=self.state_dir,
+            may_promise=self.keeper.may_promise,
+            lease_ttl=cfg.cluster.lease_ttl,
+            clock=self.clock,
+        )
+
+    async def run_core(self) -> None:
+        """The decision core alone (no API, AMI, serial link or signals): the probe, the
+        cycle, the lease keeper and the peer heartbeat, until stopped or cancelled.
+        The property tests run it on model adapters in virtual time."""
+        await self.observer.probe_once()
+        await self._run_tasks()
 
     async def _shutdown(self) -> None:
         self.sd.stopping()
@@ -370,6 +407,8 @@ class Agent:
             now = self.clock()
             old_role = self.ha.role
             self.ha, actions, reason = step(self.ha, obs, now)
+            if self.on_state is not None:
+                self.on_state(self.ha)
             self.reporter.observed(self.ha, obs)
             if reason != self._last_reason:
                 log.info("%s", reason)

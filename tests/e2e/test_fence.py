@@ -76,7 +76,6 @@ def test_failed_fence_step_is_retried_and_reported_as_fencing(
     (old.dir / "faults.json").write_text(
         json.dumps({"fuser": {"exit": 1, "stderr": "Cannot stat file /proc/1/fd/3"}})
     )
-    t_fault = time.monotonic()
     cluster.cut(primary, "redis", "peer")
 
     def no_lie() -> str | None:
@@ -115,6 +114,5 @@ def test_failed_fence_step_is_retried_and_reported_as_fencing(
     )
     assert old.get("/health")[0] in (200, 503)  # healthy again or for its own reasons
     assert "fence_complete" in events(cluster, primary)
-    cluster.assert_safe(
-        Allowance(window=(t_fault, time.monotonic()), sample_tolerance=SAMPLE, route_tolerance=1.0)
-    )
+    # Safety only: nobody may serve while the old primary cannot finish its fence.
+    cluster.assert_safe(Allowance(sample_tolerance=SAMPLE, route_tolerance=1.0))
