@@ -311,7 +311,7 @@ class Takeover:
 
     async def _route(self) -> str:
         assert self.pstn is not None
-        await self.pstn.route_here()
+        await self.pstn.route_here(may_write=self.lease_valid)
         return f"spans routed to host {self.pstn.host}"
 
     async def _drbd_promote(self) -> str:

@@ -176,7 +176,7 @@ class Executor:
         if self.pstn is None or not self.keeper.valid():
             return
         try:
-            await self.pstn.route_here()
+            await self.pstn.route_here(may_write=self.keeper.valid)
             self.routed_at = time.monotonic()
         except Exception as exc:
             log.warning("re-route failed: %s", exc)

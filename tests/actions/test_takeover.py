@@ -219,11 +219,12 @@ async def test_spans_not_up_within_grace_is_degraded_not_rolled_back(
 
 
 @pytest.mark.parametrize(
-    ("valid_checks", "stopped_before"),
-    [(0, "route"), (1, "drbd"), (2, "vip"), (3, "asterisk_start")],
+    # The route step asks twice: before the step, and right before ROUTE is written.
+    ("valid_checks", "steps_done", "stopped_before"),
+    [(0, 0, "route"), (2, 1, "drbd"), (3, 2, "vip"), (4, 3, "asterisk_start")],
 )
 async def test_lease_running_out_stops_before_the_next_primary_step(
-    cfg: Config, world: FakeWorld, valid_checks: int, stopped_before: str
+    cfg: Config, world: FakeWorld, valid_checks: int, steps_done: int, stopped_before: str
 ) -> None:
     checks = 0
 
@@ -239,7 +240,7 @@ async def test_lease_running_out_stops_before_the_next_primary_step(
     assert report.reason.startswith(f"{stopped_before}: lease no longer valid")
     timeline = rig.timeline()
     order = [ROUTE, PRIMARY + "|" + MOUNT, IP_ADD, START]
-    done = [w for group in order[:valid_checks] for w in group.split("|")]
+    done = [w for group in order[:steps_done] for w in group.split("|")]
     assert timeline[: len(done)] == done
     assert START not in timeline[len(done) :] and BOOTED not in timeline
     # What was done is undone; nothing after the stop.
