@@ -337,7 +337,9 @@ class Takeover:
     async def _vip_up(self) -> str:
         assert self.vip is not None
         added = await self.vip.up()
-        return f"{self.vip.cfg.address} added, ARP sent" if added else "address already present"
+        if added:
+            return f"{self.vip.cfg.address} added, ARP sent"
+        return "address already present, ARP sent"
 
     async def _vip_down(self) -> str:
         assert self.vip is not None

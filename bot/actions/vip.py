@@ -87,6 +87,8 @@ class Vip:
         )
         if code != 0:
             if "File exists" in text or "already assigned" in text:
+                # Still announced: a router may hold the old primary's MAC for it.
+                self.announce()
                 return False
             raise VipError(f"ip addr add {self.cfg.address} dev {self.cfg.interface}: {text}")
         self.announce()

@@ -270,6 +270,12 @@ class Agent:
         }
         if self.keeper.peer_client is not None:
             wanted["peer_heartbeat"] = self.keeper.run_heartbeat
+        if self.vip is not None:
+            vip = self.vip
+            # Gratuitous ARP again and again while primary (design §5).
+            wanted["vip_refresh"] = lambda: vip.run_refresh(
+                lambda: acts_as_primary(self.ha, self.clock())
+            )
         if self.pstn is not None:
             wanted["rseries_heartbeat"] = self._rseries_heartbeat
             wanted["rseries_notes"] = self._rseries_notes

@@ -129,6 +129,10 @@ class Observer:
         if lease_read is not None:
             self.last_lease = lease_read
             self.metrics.redis_rtt.set(time.monotonic() - t0)
+            if lease_read.lease is not None:
+                # Every epoch seen, whoever holds it, is remembered across restarts: a
+                # Redis that restarts empty with this bot must not hand it out again.
+                self.state_dir.record_epoch(lease_read.lease.epoch)
         elif isinstance(lease_r, BusError):
             log.debug("lease read failed: %s", lease_r)
         self.redis_ok = lease_read is not None

@@ -193,3 +193,15 @@ def test_the_model_world_runs_the_shipping_agent(tmp_path: Path) -> None:
     assert len(primaries) == 1
     agent = world.nodes[primaries[0]].agent
     assert agent is not None and type(agent.keeper) is LeaseKeeper
+
+
+def test_epochs_seen_from_the_other_node_are_persisted(tmp_path: Path) -> None:
+    world = run(Scenario((1.0, 1.0), (0.0, 7.0), (), seed=2, horizon=8.0), tmp_path)
+    primary = next(n for n in NODES if world.primary_from(n, 6.0) is not None)
+    standby = next(n for n in NODES if n != primary)
+    epoch = world.nodes[primary].state_dir.held_epoch
+    assert epoch is not None
+    # The standby never held it, yet its state directory remembers it (rule: epochs
+    # only grow, even when Redis restarts empty and this node restarts too).
+    assert world.nodes[standby].state_dir.held_epoch is None
+    assert world.nodes[standby].state_dir.highest_epoch >= epoch
