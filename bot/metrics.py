@@ -37,7 +37,7 @@ FAILOVER_REASONS = (
     "rseries",
     "manual",
 )
-TAKEOVER_OUTCOMES = ("succeeded", "failed", "degraded", "aborted")
+TAKEOVER_OUTCOMES = ("succeeded", "failed", "degraded", "aborted", "refused")
 TAKEOVER_STEPS = (
     "route",
     "drbd",

@@ -35,7 +35,7 @@ from bot.config import Config
 
 log = logging.getLogger(__name__)
 
-Outcome = Literal["succeeded", "failed", "degraded", "aborted"]
+Outcome = Literal["succeeded", "failed", "degraded", "aborted", "refused"]
 
 ANNOUNCE_TIMEOUT = 5.0
 SPANS_POLL = 0.1
@@ -46,6 +46,7 @@ FENCE_STEP_FLOOR = {"fence_vip": 0.5, "fence_asterisk": 1.0, "fence_drbd": 2.0}
 # While the old primary is still fencing, DRBD refuses our promotion ("the peer is
 # primary and connected"); it must be secondary by the end of its lease, so wait.
 PEER_DEMOTION_POLL = 0.1
+PEER_PRIMARY = "peer is primary"  # DRBD's refusal while the peer has not demoted
 
 
 @dataclass(frozen=True)
@@ -122,6 +123,7 @@ class Takeover:
         spans_up: Callable[[], bool] | None = None,
         announce: Callable[[], Awaitable[None]] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        fence_peer: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.cfg = cfg
         self.drbd = drbd
@@ -135,6 +137,7 @@ class Takeover:
         self.spans_up = spans_up
         self.announce = announce
         self.clock = clock
+        self.fence_peer = fence_peer  # cluster.fence_command against the peer, if set
 
     def _default_test_call(self) -> TestCallFn | None:
         if self.cfg.test_call is None or self.ami is None:
@@ -304,7 +307,8 @@ class Takeover:
             if not (await self._step(steps, name, rollback, limit)).ok:
                 undo_failed.append(name)
         lease = failed.detail.startswith("lease no longer valid")
-        outcome: Outcome = "aborted" if lease else "failed"
+        refused = failed.name == "drbd" and PEER_PRIMARY in failed.detail
+        outcome: Outcome = "aborted" if lease else "refused" if refused else "failed"
         return TakeoverReport(
             outcome, steps, f"{failed.name}: {failed.detail}", undo_failed=tuple(undo_failed)
         )
@@ -317,13 +321,22 @@ class Takeover:
     async def _drbd_promote(self) -> str:
         assert self.drbd is not None
         deadline = self.clock() + self.cfg.cluster.lease_ttl
+        peer_fenced = False
         while True:
             try:
                 changed = await self.drbd.promote()
                 break
             except PromoteRefused as exc:
-                if "peer is primary" not in str(exc) or self.clock() >= deadline:
+                if PEER_PRIMARY not in str(exc):
                     raise
+                if self.clock() >= deadline:
+                    if peer_fenced or self.fence_peer is None:
+                        raise
+                    # A lease time passed and the peer still has not demoted: fence it
+                    # (cluster.fence_command), then wait one more lease time.
+                    await self.fence_peer()
+                    peer_fenced = True
+                    deadline = self.clock() + self.cfg.cluster.lease_ttl
                 await asyncio.sleep(PEER_DEMOTION_POLL)
                 if not self.lease_valid():  # every try is a primary action (rule 1)
                     raise ActionError("lease no longer valid before a DRBD promote retry") from None

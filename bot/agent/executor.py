@@ -138,6 +138,8 @@ class Executor:
         if report.outcome != "failed" and any(s.name == "route" and s.ok for s in report.steps):
             self.routed_at = time.monotonic()
         self.inbox.takeover_result = "failed" if report.outcome == "aborted" else report.outcome
+        if report.outcome == "refused":
+            self.routed_at = None
 
     def _failover_reason(self) -> str:
         read = self.observer.last_lease

@@ -92,11 +92,9 @@ class LeaseKeeper:
 
     async def acquire(self, fence_peer: bool) -> None:
         cluster = self.cfg.cluster
-        peer = self.ha_cfg.peer
         try:
-            if fence_peer and cluster.fence_command and peer:
-                argv = [a.replace("{peer}", peer) for a in cluster.fence_command]
-                await run_command(argv, timeout=30.0)
+            if fence_peer:
+                await self.fence_peer()
             grant = await self.bus.acquire(cluster.lease_ttl, self.min_epoch())
         except Exception as exc:
             log.warning("acquire failed: %s", exc)
@@ -111,6 +109,13 @@ class LeaseKeeper:
         self._changed.set()
         self.inbox.acquire_result = "acquired"
         self.events("lease", f"took the lease, epoch {grant.epoch}", epoch=grant.epoch)
+
+    async def fence_peer(self) -> None:
+        """Run ``cluster.fence_command`` against the peer, if one is configured."""
+        peer = self.ha_cfg.peer
+        if self.cfg.cluster.fence_command and peer:
+            argv = [a.replace("{peer}", peer) for a in self.cfg.cluster.fence_command]
+            await run_command(argv, timeout=30.0)
 
     async def adopt(self, epoch: int) -> None:
         try:

@@ -165,6 +165,7 @@ class Agent:
                 lease_valid=lambda: self.keeper.valid(),
                 on_step=self.takeovers.on_step,
                 spans_up=self.health.spans_up,
+                fence_peer=lambda: self.keeper.fence_peer(),
             )
         )
         self.fencer = Fencer(

@@ -342,6 +342,27 @@ def _promoting(s: HaState, obs: Observation, now: float) -> _Decision:
             [_alert("degraded", "takeover done but the test call fails")],
             {"degraded": True},
         )
+    if result == "refused":
+        # The peer's DRBD stayed Primary (it has not fenced): this node did nothing wrong,
+        # so it is not marked failed; it waits a lease time before it tries again.
+        why = "takeover refused: the peer's DRBD is still Primary; rolled back, lease released"
+        return _Decision(
+            f"standby: {why}",
+            "takeover_refused",
+            [
+                Action.of("release", to=None),
+                _alert(
+                    "takeover_refused",
+                    f"{why}; the spans may be routed to this node while no service runs here",
+                ),
+            ],
+            {
+                "epoch": None,
+                "valid_until": None,
+                "promise_until": None,
+                "wait_until": now + cfg.lease_ttl + cfg.drift_margin,
+            },
+        )
     if result == "failed":
         return _Decision(
             f"failed: takeover failed, not eligible for {cfg.failed_holddown:.0f} s",

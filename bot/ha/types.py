@@ -35,7 +35,8 @@ HOLDER_ROLES: frozenset[Role] = frozenset({"promoting", "primary", "demoting"})
 
 RenewOutcome = Literal["renewed", "held_by_other", "missing"]
 AcquireResult = Literal["acquired", "busy", "error"]
-TakeoverResult = Literal["succeeded", "failed", "degraded"]
+# "refused": DRBD refused the promotion because the peer stayed Primary (not our fault).
+TakeoverResult = Literal["succeeded", "failed", "degraded", "refused"]
 DemoteResult = Literal["succeeded", "failed"]
 RSeriesCause = Literal["POWERON", "BUTTON", "WATCHDOG", "COMMAND"]
 

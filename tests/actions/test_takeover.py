@@ -387,7 +387,29 @@ async def test_promote_gives_up_when_the_peer_stays_primary(cfg: Config, world: 
     world.set_drbd({"r0": drbd_resource(device="/dev/drbd0", peer_role="Primary")})
     rig = Rig(cfg, world)
     report = await rig.takeover.promote(only_node_that_can_serve=False)
-    assert report.outcome == "failed"
+    # "refused", not "failed": the peer did not demote, this node did nothing wrong.
+    assert report.outcome == "refused"
     assert "peer is primary" in report.reason
     drbd = next(s for s in report.steps if s.name == "drbd")
     assert drbd.duration >= cfg.cluster.lease_ttl
+
+
+async def test_promote_fences_the_peer_that_stays_primary_then_goes_on(
+    cfg: Config, world: FakeWorld
+) -> None:
+    """With cluster.fence_command: after a lease time the peer is fenced, and the
+    promotion goes on once its DRBD is Secondary."""
+    world.set_drbd({"r0": drbd_resource(device="/dev/drbd0", peer_role="Primary")})
+    rig = Rig(cfg, world)
+    fenced: list[float] = []
+
+    async def fence_peer() -> None:
+        fenced.append(time.monotonic())
+        world.set_drbd({"r0": drbd_resource(device="/dev/drbd0", peer_role="Secondary")})
+
+    rig.takeover.fence_peer = fence_peer
+    started = time.monotonic()
+    report = await rig.takeover.promote(only_node_that_can_serve=False)
+    assert report.outcome == "succeeded", report
+    assert len(fenced) == 1 and fenced[0] - started >= cfg.cluster.lease_ttl
+    assert world.role("r0") == "Primary"

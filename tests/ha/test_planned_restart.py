@@ -64,3 +64,15 @@ def test_a_redis_error_tries_again_without_fencing() -> None:
     assert s.role == "starting" and kinds == [] and not s.reclaiming
     s, kinds, _ = run(s, o, T + 0.4)
     assert kinds == ["acquire"] and s.reclaiming
+
+
+def test_takeover_refused_by_a_primary_peer_is_not_a_failure() -> None:
+    """The old primary's DRBD stayed Primary: roll back, release, alert, wait a lease
+    time, and do not mark this node failed (it did nothing wrong)."""
+    s = state("promoting", since=T - 5)
+    o = obs(lease=LeaseView("a", 5, T + 2.8), own_lease=OwnLease(5, T - 0.2))
+    after, kinds, why = run(s, replace(o, takeover_result="refused"))
+    assert after.role == "standby" and after.failed_until is None
+    assert kinds == ["release", "alert"] and "set_failed" not in kinds
+    assert "no service" in why or "refused" in why
+    assert after.wait_until is not None and after.wait_until >= T + 3.0

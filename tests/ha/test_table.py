@@ -87,6 +87,12 @@ def _cases() -> dict[tuple[str, str], Callable[[], Case]]:
             ["release", "set_failed", "alert"],
             "failed: takeover failed, not eligible for 600 s",
         ),
+        ("promoting", "takeover_refused"): lambda: (
+            state("promoting"),
+            holder_obs(takeover_result="refused"),
+            ["release", "alert"],
+            "standby: takeover refused: the peer's DRBD is still Primary",
+        ),
         ("promoting", "lease_lost"): lambda: (
             state("promoting"),
             holder_obs(renew_result="held_by_other", lease=LeaseView("b", 6, T + 3)),
