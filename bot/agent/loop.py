@@ -99,6 +99,16 @@ class Agent:
         self.ha = HaState.initial(self.ha_cfg, self.started_at)
         self.on_state: Callable[[HaState], None] | None = None  # every new HA state
         self.metrics = Metrics.for_config(cfg, registry=registry or CollectorRegistry())
+        self._build_io(cfg, adapters)
+        self._wire_parts(cfg, clock, adapters)
+        self._last_reason = ""
+        self._session: aiohttp.ClientSession | None = None
+        self._api_runner: Any = None
+        self.peer_server: PeerServer | None = None
+        self._exit_code = 0
+
+    def _build_io(self, cfg: Config, adapters: Adapters | None) -> None:
+        """The adapters to the world, from the configuration (or given)."""
         self.state_dir = adapters.state_dir if adapters else StateDir(cfg.node.state_dir)
         if self.state_dir.load_error is not None:
             log.error(
@@ -145,7 +155,10 @@ class Agent:
         interval = SdNotifier.watchdog_interval()  # half of WatchdogSec
         self._watchdog_sec = 2 * interval if interval is not None else 0.0
 
-        # The parts, in the order they depend on each other.
+    def _wire_parts(
+        self, cfg: Config, clock: Callable[[], float], adapters: Adapters | None
+    ) -> None:
+        """The parts, in the order they depend on each other."""
         self._wake = asyncio.Event()
         self._stop = asyncio.Event()
         self.jobs = Jobs(on_done=self._job_done)
@@ -232,11 +245,6 @@ class Agent:
             metrics=self.metrics,
             events=self.events,
         )
-        self._last_reason = ""
-        self._session: aiohttp.ClientSession | None = None
-        self._api_runner: Any = None
-        self.peer_server: PeerServer | None = None
-        self._exit_code = 0
 
     # ------------------------------------------------------------------ running
 
