@@ -126,12 +126,15 @@ async def test_second_promote_changes_nothing(cfg: Config, world: FakeWorld) -> 
     report = await rig.takeover.promote(only_node_that_can_serve=False)
     assert report.outcome == "succeeded"
     assert rig.state() == before
+    await rig.vip.wait_announced()
     again = [" ".join([c["cmd"], *c["argv"]]) for c in world.calls()[calls_before:]]
-    assert not [w for w in again if w in (PRIMARY, MOUNT, START) or w.startswith("arping")]
+    assert not [w for w in again if w in (PRIMARY, MOUNT, START)]
+    # The address is announced again at every takeover (routers may hold a stale entry).
+    assert any(w.startswith("arping") for w in again)
     assert world.services["asterisk"]["starts"] == 1
     details = {s.name: s.detail for s in report.steps}
     assert details["drbd"] == "already primary and mounted"
-    assert details["vip"] == "address already present"
+    assert details["vip"] == "address already present, ARP sent"
     assert details["asterisk_start"] == "already running"
 
 
