@@ -67,6 +67,7 @@ CYCLE_INTERVAL = 0.2  # the loop also wakes on every pushed change
 SHUTDOWN_FENCE_GRACE = 5.0  # a stopping bot retries its fence this long after escalating
 # Long-lived tasks that must never end while the agent runs.
 ESSENTIAL = ("cycle", "renewal", "probe")
+LEASE_TASKS = ("renewal", "peer_heartbeat")  # kept running while the services stop
 
 
 @dataclass
@@ -105,6 +106,7 @@ class Agent:
         self._session: aiohttp.ClientSession | None = None
         self._api_runner: Any = None
         self.peer_server: PeerServer | None = None
+        self._stopped_services = False
         self._exit_code = 0
 
     def _build_io(self, cfg: Config, adapters: Adapters | None) -> None:
@@ -299,8 +301,18 @@ class Agent:
                     for name, make in wanted.items()
                 ]
                 await self._stop.wait()
+                # The lease keeper goes on renewing while the services stop: a fence
+                # that takes long (or fails) must not let the lease expire under it.
                 for task in owned:
-                    task.cancel()
+                    if task.get_name() not in LEASE_TASKS:
+                        task.cancel()
+                kicker = group.create_task(self._kick_while_stopping(), name="stop-watchdog")
+                try:
+                    await self._stop_services()
+                finally:
+                    kicker.cancel()
+                    for task in owned:
+                        task.cancel()
         except* Exception as failed:
             for exc in failed.exceptions:
                 log.critical("a task ended unexpectedly: %r; stopping the agent", exc)
@@ -377,28 +389,43 @@ class Agent:
         await self.observer.probe_once()
         await self._run_tasks()
 
-    async def _shutdown(self) -> None:
+    async def _stop_services(self) -> None:
+        """Stop: fence (unless paused), then hand the lease over only if the fence is
+        complete. Runs once, while the lease keeper still renews when it can."""
+        if self._stopped_services:
+            return
+        self._stopped_services = True
         self.sd.stopping()
         paused = self.state_dir.paused or self.ha.role == "paused"
-        if not paused:
-            # A bot that exits while not paused leaves nothing primary running (design §3).
-            await self.jobs.cancel()
-            limit = self.cfg.fence.escalate_after + SHUTDOWN_FENCE_GRACE
-            fenced = await self.fencer.fence(
-                "stopped", "the bot is stopping", deadline=self.fencer.clock() + limit
-            )
-            own = self.keeper.own
-            if own is not None and fenced:
-                with contextlib.suppress(BusError):
-                    await self.bus.release(own.epoch, next_node=self.peer_id)
-                self.keeper.drop()
-            elif own is not None:
-                # Never hand the lease to the peer while something may still run here:
-                # it expires, and ExecStopPost's fence-local tries again.
-                log.critical("stopping with the fence incomplete: the lease is left to expire")
-        else:
+        await self.jobs.cancel()
+        if paused:
             log.info("paused: leaving services and the lease as they are")
-            await self.jobs.cancel()
+            return
+        # A bot that exits while not paused leaves nothing primary running (design §3).
+        limit = self.cfg.fence.escalate_after + SHUTDOWN_FENCE_GRACE
+        fenced = await self.fencer.fence(
+            "stopped", "the bot is stopping", deadline=self.fencer.clock() + limit
+        )
+        own = self.keeper.own
+        if own is not None and fenced:
+            with contextlib.suppress(BusError):
+                await self.bus.release(own.epoch, next_node=self.peer_id)
+            self.keeper.drop()
+        elif own is not None:
+            # Never hand the lease to the peer while something may still run here:
+            # it expires, and ExecStopPost's fence-local tries again.
+            log.critical("stopping with the fence incomplete: the lease is left to expire")
+
+    async def _kick_while_stopping(self) -> None:
+        """A stopping bot that is still fencing is alive: keep the watchdog quiet."""
+        while True:
+            if self.fencer.busy:
+                self.sd.watchdog()
+            await asyncio.sleep(max(0.1, self._watchdog_sec / 3) if self._watchdog_sec else 1.0)
+
+    async def _shutdown(self) -> None:
+        # Reached after the tasks stopped; on a task failure the services stop here.
+        await self._stop_services()
         with contextlib.suppress(Exception):
             await self.notify.close(1.0)
         if self._api_runner is not None:
