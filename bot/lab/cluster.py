@@ -234,7 +234,7 @@ class Cluster:
         boot_delay: float = 0.5,
         test_call_interval: str = "1s",
         spans_grace: str = "2s",
-        watchdog_sec: float = 1.0,  # as deploy/systemd: room for a renewal's round trip
+        watchdog_sec: float = 1.5,
         drbd_fake: Path | None = None,
         log_level: str = "info",
         extra: dict[str, dict[str, Any]] | None = None,
