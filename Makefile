@@ -85,7 +85,7 @@ mutate: deps
 
 docs: $(STAMP)
 	$(PY) -m bot.configdoc --write README.md
-	$(PY) -m bot.ha.table > docs/roles.md
+	$(PY) -m bot.ha > docs/roles.md
 	$(PY) -m bot.statuscontract > docs/status.schema.json
 
 # The bot and every dependency as wheels, for servers without a package index.

@@ -9,7 +9,7 @@ import sys
 
 from bot import __version__
 from bot.commands import modules_for
-from bot.commands.base import EXIT_CANNOT_RUN, EXIT_FAILED, CannotRun, CommandFailed
+from bot.commands.base import EXIT_CANNOT_RUN, EXIT_FAILED, CannotRun, VerbFailed
 from bot.logsetup import setup_logging
 
 
@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(args.log_format, args.log_level)
     try:
         return int(args.handler(args))
-    except CommandFailed as exc:
+    except VerbFailed as exc:
         print(f"failed: {exc}", file=sys.stderr)
         return EXIT_FAILED
     except CannotRun as exc:

@@ -352,6 +352,22 @@ class NotifyConfig:
 
 
 @dataclass(frozen=True)
+class FenceConfig:
+    escalate_after: float = opt(
+        10.0,
+        "A self-fence still incomplete this long after its first failed step runs "
+        "escalate_command.",
+        "duration",
+    )
+    escalate_command: list[str] = opt(
+        [],
+        "Optional argv run once when a self-fence stays incomplete for escalate_after "
+        '(e.g. ["systemctl", "reboot", "--force", "--force"]); empty: none.',
+        "argv",
+    )
+
+
+@dataclass(frozen=True)
 class ApiConfig:
     listen: str = opt("127.0.0.1:9440", "HOST:PORT of the HTTP API.", "hostport")
     token_file: Secret | None = opt(
@@ -377,6 +393,7 @@ class Config:
     test_call: TestCallConfig | None = opt(None, "Periodic AMI test calls (optional).")
     notify: NotifyConfig = opt(NotifyConfig(), "Webhooks.")
     api: ApiConfig = opt(ApiConfig(), "HTTP API.")
+    fence: FenceConfig = opt(FenceConfig(), "Self-fence retries and escalation.")
 
     # Derived values used in several places.
     @property

@@ -93,34 +93,36 @@ async def _hand_over(agent: Agent) -> Outcome:
         await agent.bus.request_switchover(peer, drain, request_id=request_id)
     except BusError as exc:
         return _give_up(agent, f"cannot ask for a switchover (Redis: {exc})")
-    agent.event(
+    agent.events(
         "stop_handover",
         f"stopping: handing over to {peer} first (calls drained up to {drain:g} s)",
         alert=True,
     )
     deadline = time.monotonic() + drain + DEMOTE_MARGIN
     # The loop's reads of the bus: after two new ones, one began after our request.
-    last_read, reads = agent._last_lease, 0
+    last_read, reads = agent.observer.last_lease, 0
     seen = False
     why = "peer not ready"
     while True:
-        dead = [n for n in VITAL_TASKS if (task := agent._tasks.get(n)) is None or task.done()]
+        dead = [n for n in VITAL_TASKS if (task := agent.tasks.get(n)) is None or task.done()]
         if dead:  # the loop that renews or acts is gone: fence now, as without a hand-over
             await _clear(agent, request_id)
             return _give_up(agent, f"task {dead[0]} ended during the hand-over")
-        if agent._last_lease is not last_read:
-            last_read, reads = agent._last_lease, reads + 1
-        switchover = agent._controls.switchover if agent._controls is not None else None
+        if agent.observer.last_lease is not last_read:
+            last_read, reads = agent.observer.last_lease, reads + 1
+        controls = agent.observer.controls
+        switchover = controls.switchover if controls is not None else None
         mine = switchover is not None and switchover.request_id == request_id
         seen = seen or mine or reads >= 2 or agent.ha.role == "demoting"
         if "refused" in agent._last_reason:
             why = agent._last_reason
-        state = progress(agent.ha.role, agent.own is not None, seen, mine)
+        state = progress(agent.ha.role, agent.keeper.own is not None, seen, mine)
         if state == "handed_over":
             left = "nothing to fence"
-            if agent._services_may_run:
+            local = agent.observer.local
+            if local.vip_present or local.asterisk_running or local.drbd_primary:
                 left = "fencing what the demotion left"
-            agent.event("stop_handover", f"stopping: handed over to {peer}; {left}")
+            agent.events("stop_handover", f"stopping: handed over to {peer}; {left}")
             return Outcome(True, f"handed over to {peer}")
         if state == "refused":
             return _give_up(agent, f"switchover refused ({why})")
@@ -141,5 +143,5 @@ async def _clear(agent: Agent, request_id: str) -> None:
 def _give_up(agent: Agent, why: str) -> Outcome:
     message = f"stopping without a hand-over: {why}; fencing this node"
     log.error("%s", message)
-    agent.event("stop_handover", message, alert=True)
+    agent.events("stop_handover", message, alert=True)
     return Outcome(False, why)

@@ -36,7 +36,7 @@ class SpanState:
 
 
 @dataclass(frozen=True)
-class Shutdown:
+class PendingShutdown:
     """The last AMI ``Shutdown`` event not yet followed by ``FullyBooted``."""
 
     restart: bool
@@ -53,7 +53,7 @@ class HealthInputs:
     ping_rtt: float | None = None
     fully_booted: bool = False
     asterisk_started_at: float | None = None  # when Asterisk was (re)started, or serving began
-    shutdown: Shutdown | None = None
+    shutdown: PendingShutdown | None = None
     spans: tuple[SpanState, ...] = ()
     spans_routed_at: float | None = None  # when the spans were last routed here
     test_call_failures: int = 0  # failed test calls in a row

@@ -24,7 +24,7 @@ from bot.config import Config
 from bot.health import (
     HealthInputs,
     HealthPolicy,
-    Shutdown,
+    PendingShutdown,
     SpanState,
     Verdict,
     evaluate,
@@ -89,7 +89,7 @@ class HealthMonitor:
         booted = ami is not None and ami.state is AmiState.FULLY_BOOTED
         shutdown = None
         if ami is not None and ami.last_shutdown is not None and not booted:
-            shutdown = Shutdown(ami.last_shutdown.restart, ami.last_shutdown.at)
+            shutdown = PendingShutdown(ami.last_shutdown.restart, ami.last_shutdown.at)
         spans = tuple(
             SpanState(n, None if kind in ("none", "unknown") else kind, self.spans.since(n) or now)
             for n, kind in self.spans.spans().items()

@@ -17,7 +17,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 from bot import __version__
-from bot.ha.types import ROLES as HA_ROLES
+from bot.ha.types import REPORTED_ROLES
 
 if TYPE_CHECKING:
     from bot.config import Config
@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 PREFIX = "failoverbot_"
 
 # The bounded label sets. The names are the public interface of the metrics.
-ROLES = HA_ROLES  # every role of the state machine (bot/ha/types.py)
+ROLES = REPORTED_ROLES  # every role of the state machine, and "fencing" (bot/ha/types.py)
 FAILOVER_REASONS = (
     "host_lost",
     "health",
@@ -37,7 +37,7 @@ FAILOVER_REASONS = (
     "rseries",
     "manual",
 )
-TAKEOVER_OUTCOMES = ("succeeded", "failed", "degraded", "aborted")
+TAKEOVER_OUTCOMES = ("succeeded", "failed", "degraded", "aborted", "refused")
 TAKEOVER_STEPS = (
     "route",
     "drbd",
@@ -55,9 +55,16 @@ TAKEOVER_STEPS = (
     "fence_asterisk",
     "fence_drbd",
 )
-# The causes the agent names when it fences itself (lease ran out or failed to renew, lease
-# taken by another node, the bot stopping while primary, anything else).
-SELF_FENCE_REASONS = ("lease_expired", "lease_taken", "shutdown", "other")
+# The causes the agent names when it fences itself.
+SELF_FENCE_REASONS = (
+    "lease_expiring",
+    "lease_taken",
+    "stopped",
+    "manual",
+    "rollback_failed",
+    "demote_failed",
+    "other",
+)
 SPAN_ALARM_KINDS = ("red", "yellow", "blue", "recovering", "loopback", "notopen")
 TEST_CALL_RESULTS = ("answered", "busy", "no_answer", "congestion", "failed", "timeout")
 RSERIES_HOSTS = ("A", "B")

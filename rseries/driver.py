@@ -30,6 +30,7 @@ from rseries.errors import (
     RSeriesLinkError,
     RSeriesProtocolError,
     RSeriesTimeout,
+    WriteRefused,
 )
 from rseries.protocol import ApplianceState, Notification
 
@@ -195,12 +196,17 @@ class RSeriesLink:
     async def ping(self) -> None:
         await self._command(p.ping())
 
-    async def route(self, host: str) -> ApplianceState:
-        """Move all spans to ``host`` ("A"|"B"), then verify with STATUS."""
+    async def route(
+        self, host: str, *, may_write: Callable[[], bool] | None = None
+    ) -> ApplianceState:
+        """Move all spans to ``host`` ("A"|"B"), then verify with STATUS.
+
+        ``may_write`` is asked right before each ROUTE line is written (after the link's
+        lock and between BUSY retries); False raises ``WriteRefused``, nothing sent."""
         host = host.upper()
         if host not in p.HOSTS:
             raise ValueError(f"host must be A or B, got {host!r}")
-        await self._retry_busy(p.route(host))
+        await self._retry_busy(p.route(host), may_write)
         state = await self.status()
         if state.active != host:
             raise RSeriesProtocolError(
@@ -247,19 +253,23 @@ class RSeriesLink:
 
     # --- commands --------------------------------------------------------------
 
-    async def _retry_busy(self, command: p.Command) -> p.OkResponse:
+    async def _retry_busy(
+        self, command: p.Command, may_write: Callable[[], bool] | None = None
+    ) -> p.OkResponse:
         deadline = time.monotonic() + self.busy_retry_for
         pause = 0.01
         while True:
             try:
-                return await self._command(command)
+                return await self._command(command, may_write)
             except ApplianceError as exc:
                 if exc.code != p.ERR_BUSY or time.monotonic() + pause > deadline:
                     raise
                 await asyncio.sleep(pause)  # relays settle in tens of ms
                 pause = min(pause * 2, 0.2)
 
-    async def _command(self, command: p.Command) -> p.OkResponse:
+    async def _command(
+        self, command: p.Command, may_write: Callable[[], bool] | None = None
+    ) -> p.OkResponse:
         data = p.encode(command)
         async with self._lock:
             if self._transport is None:
@@ -271,6 +281,10 @@ class RSeriesLink:
             fut: asyncio.Future[p.OkResponse | p.ErrResponse] = (
                 asyncio.get_running_loop().create_future()
             )
+            if may_write is not None and not may_write():
+                raise WriteRefused(
+                    f"{data.decode().strip()} not sent: refused right before writing"
+                )
             self._pending = (command, fut)
             self._notes_while_pending = []
             try:

@@ -19,6 +19,10 @@ class RSeriesProtocolError(RSeriesError):
     """The appliance answered something the protocol does not allow here."""
 
 
+class WriteRefused(RSeriesError):
+    """The caller's check, made right before the line would be written, said no."""
+
+
 class ApplianceError(RSeriesError):
     """The appliance answered ``ERR <code> <text>``."""
 

@@ -16,8 +16,8 @@ from collections.abc import Callable
 from typing import Protocol
 
 from bot.actions.errors import ActionError, AsteriskError
+from bot.actions.runner import Runner, run_command
 from bot.config import AsteriskConfig
-from bot.runner import Runner, run_command
 
 log = logging.getLogger(__name__)
 
@@ -69,12 +69,17 @@ class AsteriskService:
         """Kill at once (fencing): no status query first, it costs time."""
         await self._command("kill", self.cfg.kill, limit)
 
-    async def restart(self, *, limit: float | None = None) -> None:
+    async def restart(
+        self, *, limit: float | None = None, may_start: Callable[[], bool] = lambda: True
+    ) -> None:
+        """Stop (or kill), then start, if ``may_start()`` still says so (the lease)."""
         try:
             await self.stop(limit=limit)
         except AsteriskError as exc:
             log.warning("%s; killing instead", exc)
             await self.kill(limit=limit)
+        if not may_start():
+            raise AsteriskError("not started again: the lease is no longer valid")
         await self._command("start", self.cfg.start, limit)
 
     async def wait_fully_booted(self, ami: AmiLike, *, limit: float | None = None) -> None:

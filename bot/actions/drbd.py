@@ -25,8 +25,8 @@ from bot.actions.errors import (
     DrbdModuleMissing,
     PromoteRefused,
 )
+from bot.actions.runner import CommandResult, Runner, run_command
 from bot.config import DrbdConfig, MountConfig
-from bot.runner import CommandResult, Runner, run_command
 from bot.state import DataMarks, StateError, describe_mark
 
 log = logging.getLogger(__name__)
@@ -319,8 +319,16 @@ class Drbd:
         log.warning("data outdated at %s's request: %s", peer, why)
         return OutdateAnswer(True, False, "outdated: mark persisted" + detail)
 
-    async def fence(self, limit: float) -> None:
-        """Unmount and demote without queries first: every command at once where possible."""
+    async def fence(self, limit: float, *, escalate: bool = False) -> None:
+        """Unmount and demote without queries first: every command at once where possible.
+
+        ``escalate`` (a retry after a failed fence): first end the processes that hold
+        each mounted file system (``fuser -k -M -m``: only if it is a mount point, never
+        the parent file system's users), then unmount it, lazily if it still refuses."""
+        if escalate:
+            await asyncio.gather(
+                *(self._release(m, limit=limit) for m in self.cfg.mount), return_exceptions=True
+            )
         umounts = [self._umount(m, limit=limit, missing_ok=True) for m in self.cfg.mount]
         results: list[object] = list(await asyncio.gather(*umounts, return_exceptions=True))
         secondaries = [
@@ -333,6 +341,17 @@ class Drbd:
                 raise failure
         if failures:
             raise DrbdError("; ".join(str(f) for f in failures))
+
+    async def _release(self, mount: MountConfig, *, limit: float) -> None:
+        if not await self.mounted(mount, limit=limit):
+            return
+        argv = ["fuser", "-k", "-M", "-m", mount.path]
+        ended = await self.run(argv, timeout=limit, check=False)
+        result = await self.run(["umount", mount.path], timeout=limit, check=False)
+        if result.returncode != 0 and ended.returncode == 0:
+            # Its users are gone but it still will not unmount (a new opener): detach it.
+            # Never before they are gone: fuser -m could not find them on a detached mount.
+            await self.run(["umount", "-l", mount.path], timeout=limit, check=False)
 
     async def mounted(self, mount: MountConfig, *, limit: float = COMMAND_TIMEOUT) -> bool:
         result = await self.run(["mountpoint", "-q", mount.path], timeout=limit, check=False)

@@ -39,7 +39,7 @@ class RSeriesLinkLike(Protocol):
     @property
     def connected(self) -> bool: ...
 
-    async def route(self, host: str) -> Any: ...
+    async def route(self, host: str, *, may_write: Callable[[], bool] | None = None) -> Any: ...
 
     async def status(self) -> Any: ...
 
@@ -135,11 +135,13 @@ class Pstn:
         except Exception as exc:  # RSeriesError: the driver's family
             raise PstnError(f"R-Series configuration failed: {exc}") from None
 
-    async def route_here(self) -> None:
-        """Route every span to this host; verified by the appliance's STATUS."""
+    async def route_here(self, *, may_write: Callable[[], bool] | None = None) -> None:
+        """Route every span to this host; verified by the appliance's STATUS.
+
+        ``may_write`` (the lease) is checked right before the ROUTE line is written."""
         try:
             async with asyncio.timeout(self.route_timeout):
-                state = await self.link.route(self.host)
+                state = await self.link.route(self.host, may_write=may_write)
         except TimeoutError:
             raise PstnError(f"R-Series ROUTE {self.host}: no answer in time") from None
         except Exception as exc:

@@ -14,8 +14,8 @@ import logging
 from collections.abc import Callable
 
 from bot.actions.errors import ActionError, CommandNotFound, VipError
+from bot.actions.runner import Runner, run_command
 from bot.config import VipConfig
-from bot.runner import Runner, run_command
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +87,8 @@ class Vip:
         )
         if code != 0:
             if "File exists" in text or "already assigned" in text:
+                # Still announced: a router may hold the old primary's MAC for it.
+                self.announce()
                 return False
             raise VipError(f"ip addr add {self.cfg.address} dev {self.cfg.interface}: {text}")
         self.announce()

@@ -17,7 +17,7 @@ class BadRequest(ValueError):
 
 
 @dataclass(frozen=True)
-class Switchover:
+class SwitchoverRequest:
     to: str
     drain_timeout: float
 
@@ -58,7 +58,7 @@ def _node(data: dict[str, Any], key: str, nodes: Collection[str]) -> str:
     return value
 
 
-def parse_switchover(body: bytes, nodes: Collection[str]) -> Switchover:
+def parse_switchover(body: bytes, nodes: Collection[str]) -> SwitchoverRequest:
     data = _object(body, allow_empty=False)
     _no_extra(data, {"to", "drain_timeout"})
     to = _node(data, "to", nodes)
@@ -67,7 +67,7 @@ def parse_switchover(body: bytes, nodes: Collection[str]) -> Switchover:
         raise BadRequest("'drain_timeout' must be a number of seconds")
     if not math.isfinite(drain) or not 0 <= drain <= MAX_DRAIN_TIMEOUT:
         raise BadRequest(f"'drain_timeout' must be between 0 and {MAX_DRAIN_TIMEOUT:g} seconds")
-    return Switchover(to, float(drain))
+    return SwitchoverRequest(to, float(drain))
 
 
 def parse_node(body: bytes, nodes: Collection[str]) -> NodeRequest:

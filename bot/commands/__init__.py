@@ -1,6 +1,6 @@
 """CLI verbs, one module per area; each exposes ``register(subparsers)``.
 
-A verb's handler returns an exit code or raises ``CommandFailed`` (exit 1: it
+A verb's handler returns an exit code or raises ``VerbFailed`` (exit 1: it
 ran, the outcome was a failure) or ``CannotRun`` (exit 2: usage, configuration,
 or a dependency that cannot be reached).
 

@@ -3,24 +3,29 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
+import time
 
 from bot.actions.asterisk import AsteriskService
 from bot.actions.drbd import Drbd
+from bot.actions.runner import run_command
+from bot.actions.takeover import Takeover, TakeoverReport
 from bot.actions.vip import Vip
 from bot.bus import Bus, BusError
 from bot.commands.base import (
     EXIT_OK,
-    CommandFailed,
+    VerbFailed,
     add_config_arg,
     config_from_args,
     run_async,
 )
 from bot.config import Config
 from bot.state import StateDir, StateError
-from bot.takeover import Takeover
 
 log = logging.getLogger(__name__)
+
+FENCE_RETRY = 0.5  # seconds between fence-local's escalated retries
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -77,14 +82,31 @@ async def fence_local(args: argparse.Namespace) -> int:
         print(f"not fencing: the cluster is paused ({how})")
         return EXIT_OK
     print(f"fencing {cfg.node.id} ({how})")
-    report = await fence_takeover(cfg).fence()
+    takeover = fence_takeover(cfg)
+    report = await takeover.fence()
+    _print_steps(report)
+    # A failed step is retried (escalated: command timeouts, busy mounts' users ended)
+    # for fence.escalate_after, then fence.escalate_command runs, as in the agent.
+    give_up = time.monotonic() + cfg.fence.escalate_after
+    while report.outcome != "succeeded" and time.monotonic() < give_up:
+        await asyncio.sleep(FENCE_RETRY)
+        report = await takeover.fence(escalate=True)
+        _print_steps(report)
+    if report.outcome != "succeeded" and cfg.fence.escalate_command:
+        argv = list(cfg.fence.escalate_command)
+        print(f"fence still incomplete: running {argv[0]}")
+        result = await run_command(argv, timeout=30.0, check=False)
+        print(f"  {result.summary()}")
+    await _event(cfg, "fenced", f"{cfg.node.id} fenced itself: {report.outcome}", report.reason)
+    if report.outcome != "succeeded":
+        raise VerbFailed(f"fencing incomplete: {report.reason}")
+    return EXIT_OK
+
+
+def _print_steps(report: TakeoverReport) -> None:
     for step in report.steps:
         state = "ok" if step.ok else "FAILED"
         print(f"  {step.name:15} {state:6} {step.duration * 1000:7.1f} ms  {step.detail}")
-    await _event(cfg, "fenced", f"{cfg.node.id} fenced itself: {report.outcome}", report.reason)
-    if report.outcome != "succeeded":
-        raise CommandFailed(f"fencing incomplete: {report.reason}")
-    return EXIT_OK
 
 
 async def _event(cfg: Config, kind: str, message: str, reason: str) -> None:

@@ -14,7 +14,7 @@ from ami.testcall import run_test_call
 from bot.commands.base import (
     EXIT_OK,
     CannotRun,
-    CommandFailed,
+    VerbFailed,
     add_config_arg,
     config_from_args,
     run_async,
@@ -67,7 +67,7 @@ async def _test_call(args: argparse.Namespace) -> int:
         setup = f"{result.setup_seconds:.3f} s" if result.setup_seconds is not None else "-"
         print(f"{result.outcome} (setup {setup}, {result.channel}): {result.reason}")
     if not result.answered:
-        raise CommandFailed(f"test call {result.outcome}")
+        raise VerbFailed(f"test call {result.outcome}")
     return EXIT_OK
 
 

@@ -14,7 +14,7 @@ EXIT_FAILED = 1
 EXIT_CANNOT_RUN = 2
 
 
-class CommandFailed(Exception):
+class VerbFailed(Exception):
     """The verb ran and its outcome was a failure (exit 1)."""
 
 

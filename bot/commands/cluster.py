@@ -20,7 +20,7 @@ import aiohttp
 
 from bot.bus import Bus, BusCorrupt, BusError
 from bot.bus.status import build_status, merge_answers
-from bot.commands.base import CannotRun, CommandFailed, add_config_arg, config_from_args, run_async
+from bot.commands.base import CannotRun, VerbFailed, add_config_arg, config_from_args, run_async
 from bot.config import Config, parse_duration
 
 PEER_TIMEOUT = 2.0
@@ -305,7 +305,7 @@ async def switchover(args: argparse.Namespace) -> int:
         read = await bus.read_lease()
         refused = _refusal(args.to, bool(controls.paused), controls.cordoned, controls.failed)
         if refused:
-            raise CommandFailed(f"switchover to {args.to} refused: {refused}")
+            raise VerbFailed(f"switchover to {args.to} refused: {refused}")
         if read.lease is not None and read.lease.held_by(args.to):
             print(f"{args.to} already holds the lease (epoch {read.lease.epoch})")
             return 0
@@ -324,7 +324,7 @@ async def switchover(args: argparse.Namespace) -> int:
         limit = args.drain_timeout + 3 * cfg.cluster.lease_ttl + cfg.asterisk.boot_timeout + 30
         outcome = await wait_for_switchover(bus, args.to, request_id, limit)
         if outcome != "done":
-            raise CommandFailed(f"switchover to {args.to}: {outcome}")
+            raise VerbFailed(f"switchover to {args.to}: {outcome}")
         print(f"{args.to} holds the lease")
         return 0
 

@@ -36,7 +36,7 @@ from bot.bus import Bus, BusError
 from bot.commands.base import (
     EXIT_OK,
     CannotRun,
-    CommandFailed,
+    VerbFailed,
     add_config_arg,
     config_from_args,
     run_async,
@@ -110,7 +110,7 @@ def drbd_fence_peer(args: argparse.Namespace) -> int:
     """Exit codes are DRBD's, not the CLI's: DRBD reads them."""
     try:
         return asyncio.run(_drbd_fence_peer(args))
-    except (CannotRun, CommandFailed) as exc:
+    except (CannotRun, VerbFailed) as exc:
         print(f"drbd-fence-peer: {exc}", file=sys.stderr)
         return DRBD_HANDLER_FAILED
 
@@ -345,7 +345,7 @@ async def force_promote(args: argparse.Namespace) -> int:
         marks.allow_force(by=who, at_wall=time.time(), reason=args.reason or "not given")
         marks.clear_outdated()
     except StateError as exc:
-        raise CommandFailed(f"could not record the permission: {exc}") from None
+        raise VerbFailed(f"could not record the permission: {exc}") from None
     what = "; ".join(overridden) or "no outdated mark (DRBD's own disk state is overridden)"
     message = (
         f"force-promote on {cfg.node.id} by {who}: data that may lack acknowledged writes "
@@ -356,7 +356,7 @@ async def force_promote(args: argparse.Namespace) -> int:
     await _event(cfg, "force_promote", message, by=who, reason=args.reason, alert=True)
     await _webhook(cfg, "force_promote", message, {"by": who, "reason": args.reason})
     if bus_note:
-        raise CommandFailed(bus_note.strip(" ()"))
+        raise VerbFailed(bus_note.strip(" ()"))
     return EXIT_OK
 
 

@@ -8,7 +8,7 @@ import contextlib
 import json
 from typing import Any
 
-from bot.commands.base import CannotRun, CommandFailed, add_config_arg, config_from_args, run_async
+from bot.commands.base import CannotRun, VerbFailed, add_config_arg, config_from_args, run_async
 from rseries.driver import ApplianceState, RSeriesLink
 from rseries.errors import ApplianceError, RSeriesError, RSeriesLinkError, RSeriesTimeout
 
@@ -85,11 +85,11 @@ async def _run(args: argparse.Namespace) -> int:
     except ApplianceError as exc:
         print(exc.line)
         hint = " (front-panel lock is on)" if exc.code == 4 else ""
-        raise CommandFailed(f"the appliance answered {exc.line}{hint}") from None
+        raise VerbFailed(f"the appliance answered {exc.line}{hint}") from None
     except (RSeriesLinkError, RSeriesTimeout) as exc:
         raise CannotRun(str(exc)) from None
     except RSeriesError as exc:
-        raise CommandFailed(str(exc)) from None
+        raise VerbFailed(str(exc)) from None
     finally:
         await link.close()
     return 0

@@ -9,9 +9,14 @@ import sys
 # Modules that provide ``register_simulate(simulate_subparsers)``, with their verbs
 # (only the one that runs is imported: the lab's Asterisk start and stop use them).
 SIMULATOR_MODULES: dict[str, tuple[str, ...]] = {
-    "rseries.simulator_cli": ("rseries",),
-    "ami.simulator_cli": ("asterisk", "asterisk-stop", "asterisk-status", "asterisk-control"),
-    "ami.ari_simulator": ("ari",),
+    "bot.commands.sim_rseries": ("rseries",),
+    "bot.commands.sim_asterisk": (
+        "asterisk",
+        "asterisk-stop",
+        "asterisk-status",
+        "asterisk-control",
+    ),
+    "bot.commands.sim_ari": ("ari",),
 }
 
 

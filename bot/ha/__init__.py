@@ -6,12 +6,12 @@ from bot.ha.lease import (
     may_promise,
     renewal_decision,
 )
-from bot.ha.machine import acts_as_primary, primary_until, step
+from bot.ha.machine import acts_as_primary, is_holder, primary_until, step
 from bot.ha.table import TRANSITIONS, render_roles_md
 from bot.ha.types import (
     ROLES,
     Action,
-    Controls,
+    ControlsView,
     HaConfig,
     HaState,
     LeaseView,
@@ -27,7 +27,7 @@ __all__ = [
     "ROLES",
     "TRANSITIONS",
     "Action",
-    "Controls",
+    "ControlsView",
     "HaConfig",
     "HaState",
     "LeaseView",
@@ -39,6 +39,7 @@ __all__ = [
     "Role",
     "acts_as_primary",
     "holder_valid_until",
+    "is_holder",
     "lease_valid_until",
     "may_promise",
     "primary_until",

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Literal
 
-from bot.ha.types import HaConfig, HaState, LeaseView, OwnLease, RenewResult
+from bot.ha.types import HaConfig, HaState, LeaseView, OwnLease, RenewOutcome
 
 RenewalDecision = Literal["keep", "fence", "reacquire"]
 
@@ -27,7 +27,7 @@ def holder_valid_until(
 
 def renewal_decision(
     own_lease: OwnLease | None,
-    renew_result: RenewResult | None,
+    renew_result: RenewOutcome | None,
     now: float,
     cfg: HaConfig,
     promise_valid_until: float | None = None,

@@ -27,10 +27,7 @@ class _Decision:
 
 def primary_until(state: HaState) -> float | None:
     """Until when (own clock) this state acts as primary; None if it does not."""
-    holder = state.role in HOLDER_ROLES or (
-        state.role == "paused" and state.paused_from in HOLDER_ROLES
-    )
-    if not holder:
+    if not is_holder(state):
         return None
     ends = [t for t in (state.valid_until, state.promise_until) if t is not None]
     return max(ends) if ends else None
@@ -47,7 +44,7 @@ def step(state: HaState, obs: Observation, now: float) -> tuple[HaState, list[Ac
     pre: list[Action] = []
     if obs.lease_read_ok and obs.lease is not None:
         s = track_lease(s, obs.lease, obs.redis_run_id, now)
-    if _is_holder(s):
+    if is_holder(s):
         s, pre = _refresh_holder(s, obs)
     pre += _rseries_actions(s, obs)
     decision = _HANDLERS[s.role](s, obs, now)
@@ -62,7 +59,8 @@ def step(state: HaState, obs: Observation, now: float) -> tuple[HaState, list[Ac
 # --------------------------------------------------------------------------- shared pieces
 
 
-def _is_holder(s: HaState) -> bool:
+def is_holder(s: HaState) -> bool:
+    """A holder role, or paused from one: the one definition of a holder."""
     return s.role in HOLDER_ROLES or (s.role == "paused" and s.paused_from in HOLDER_ROLES)
 
 
@@ -141,7 +139,7 @@ def _rseries_actions(s: HaState, obs: Observation) -> list[Action]:
         return []
     mine = note.active == s.cfg.rseries_host
     if note.cause == "POWERON":
-        if _is_holder(s) and s.role != "paused" and not mine:
+        if is_holder(s) and s.role != "paused" and not mine:
             return [Action.of("route_spans"), _alert("rseries", "appliance powered on, re-routing")]
         return [_alert("rseries", f"appliance powered on, host {note.active} active")]
     if note.cause == "BUTTON":
@@ -184,9 +182,15 @@ def _starting(s: HaState, obs: Observation, now: float) -> _Decision:
     paused = _pause_wanted(s, obs)
     if s.adopting:
         own = obs.own_lease
-        if own is not None and own.epoch == s.epoch:
+        if own is not None and (own.epoch == s.epoch or s.reclaiming):
             valid = lease_valid_until(own.sent_at, cfg)
-            updates: dict[str, Any] = {"adopting": False, "valid_until": valid, "fencing": False}
+            updates: dict[str, Any] = {
+                "adopting": False,
+                "reclaiming": False,
+                "epoch": own.epoch,
+                "valid_until": valid,
+                "fencing": False,
+            }
             if paused:
                 updates["paused_from"] = "primary"
                 return _Decision(
@@ -196,9 +200,18 @@ def _starting(s: HaState, obs: Observation, now: float) -> _Decision:
                     updates,
                 )
             return _Decision(f"adopted own lease epoch {own.epoch}", "lease_adopted", [], updates)
+        if s.reclaiming and obs.acquire_result == "error":
+            return _Decision(
+                "paused: taking the free key again failed (Redis error), trying again",
+                updates={"adopting": False, "reclaiming": False},
+            )
+        if s.reclaiming and obs.acquire_result == "busy":
+            return _start_standby(s, obs, "another node took the key first")
         if obs.renew_result in ("missing", "held_by_other") or now - s.since > cfg.acquire_timeout:
-            got = obs.renew_result or "no answer"
+            got = obs.renew_result or obs.acquire_result or "no answer"
             return _start_standby(s, obs, f"could not renew own lease at start ({got})")
+        if s.reclaiming:
+            return _Decision("paused: taking the free key again, acquire in flight")
         return _Decision(f"adopting own lease epoch {s.epoch}: renewal in flight")
     if not obs.lease_read_ok or obs.lease is None:
         if paused:
@@ -221,6 +234,17 @@ def _starting(s: HaState, obs: Observation, now: float) -> _Decision:
             [Action.of("adopt", epoch=lease.epoch)],
             {"adopting": True, "epoch": lease.epoch},
         )
+    if paused and lease.free and obs.persisted_epoch is not None and obs.local_services.all:
+        # A planned restart (pause, restart, resume) that outlasted the lease: this node
+        # held epoch N when it stopped and its services agree, so nothing changed hands.
+        # It takes the free key again with a new, higher epoch instead of fencing.
+        return _Decision(
+            f"paused: lease key expired during a planned restart (held epoch "
+            f"{obs.persisted_epoch}), taking it again",
+            None,
+            [Action.of("acquire", fence_peer=False)],
+            {"adopting": True, "reclaiming": True, "epoch": None},
+        )
     holder = lease.holder or "nobody"
     if paused and not obs.local_services.any:
         return _Decision("paused at start", "pause", [], {"paused_from": "standby"})
@@ -233,7 +257,7 @@ def _start_standby(s: HaState, obs: Observation, why: str) -> _Decision:
         f"standby: {why}" + (", fencing local services" if actions else ""),
         "start_as_standby",
         actions,
-        {"adopting": False, "epoch": None, "valid_until": None},
+        {"adopting": False, "reclaiming": False, "epoch": None, "valid_until": None},
     )
 
 
@@ -317,6 +341,27 @@ def _promoting(s: HaState, obs: Observation, now: float) -> _Decision:
             "takeover_degraded",
             [_alert("degraded", "takeover done but the test call fails")],
             {"degraded": True},
+        )
+    if result == "refused":
+        # The peer's DRBD stayed Primary (it has not fenced): this node did nothing wrong,
+        # so it is not marked failed; it waits a lease time before it tries again.
+        why = "takeover refused: the peer's DRBD is still Primary; rolled back, lease released"
+        return _Decision(
+            f"standby: {why}",
+            "takeover_refused",
+            [
+                Action.of("release", to=None),
+                _alert(
+                    "takeover_refused",
+                    f"{why}; the spans may be routed to this node while no service runs here",
+                ),
+            ],
+            {
+                "epoch": None,
+                "valid_until": None,
+                "promise_until": None,
+                "wait_until": now + cfg.lease_ttl + cfg.drift_margin,
+            },
         )
     if result == "failed":
         return _Decision(

@@ -33,6 +33,7 @@ Event = Literal[
     "takeover_succeeded",
     "takeover_degraded",
     "takeover_failed",
+    "takeover_refused",
     "lease_lost",
     "unhealthy_handover",
     "switchover",
@@ -61,6 +62,10 @@ TRANSITIONS: dict[tuple[Role, Event], tuple[Role, str]] = {
     ("promoting", "takeover_succeeded"): ("primary", "takeover done"),
     ("promoting", "takeover_degraded"): ("primary", "serving, test call failing"),
     ("promoting", "takeover_failed"): ("failed", "rolled back, lease released"),
+    ("promoting", "takeover_refused"): (
+        "standby",
+        "peer still DRBD Primary: rolled back, not failed",
+    ),
     ("promoting", "lease_lost"): ("demoting", "fence (rule 3/4)"),
     # primary
     ("primary", "lease_lost"): ("demoting", "fence (rule 3/4)"),

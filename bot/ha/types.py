@@ -27,12 +27,16 @@ ROLES: tuple[Role, ...] = (
     "failed",
     "cordoned",
 )
+# What a node reports: its HA role, or "fencing" while a self-fence is incomplete (the
+# fencer's state, not a role of the step: the node never shows itself standby before).
+REPORTED_ROLES: tuple[str, ...] = (*ROLES, "fencing")
 # Roles in which a node runs (or is starting or stopping) the primary's services.
 HOLDER_ROLES: frozenset[Role] = frozenset({"promoting", "primary", "demoting"})
 
-RenewResult = Literal["renewed", "held_by_other", "missing"]
+RenewOutcome = Literal["renewed", "held_by_other", "missing"]
 AcquireResult = Literal["acquired", "busy", "error"]
-TakeoverResult = Literal["succeeded", "failed", "degraded"]
+# "refused": DRBD refused the promotion because the peer stayed Primary (not our fault).
+TakeoverResult = Literal["succeeded", "failed", "degraded", "refused"]
 DemoteResult = Literal["succeeded", "failed"]
 RSeriesCause = Literal["POWERON", "BUTTON", "WATCHDOG", "COMMAND"]
 
@@ -144,7 +148,7 @@ class PeerView:
 
 
 @dataclass(frozen=True)
-class Controls:
+class ControlsView:
     """Operator requests read from the bus.
 
     ``paused`` is True (paused), False (explicitly resumed) or None (no flag: a fresh
@@ -194,7 +198,7 @@ class Observation:
     lease_read_ok: bool = False
     redis_run_id: str | None = None
     own_lease: OwnLease | None = None
-    renew_result: RenewResult | None = None
+    renew_result: RenewOutcome | None = None
     acquire_result: AcquireResult | None = None
     healthy: bool = True
     health_reasons: tuple[str, ...] = ()
@@ -202,7 +206,7 @@ class Observation:
     ready_reasons: tuple[str, ...] = ()
     peer: PeerView = PeerView()
     promise_given_until: float | None = None
-    controls: Controls = Controls()
+    controls: ControlsView = ControlsView()
     local_services: LocalServices = LocalServices()
     takeover_result: TakeoverResult | None = None
     demote_result: DemoteResult | None = None
@@ -244,6 +248,8 @@ class HaState:
     promise_until: float | None = None  # the peer's promise, as the primary counts it
     acquiring_since: float | None = None
     adopting: bool = False
+    # A paused node restarted after its key expired takes it again (planned restart).
+    reclaiming: bool = False
     # Rule 5 bookkeeping for a non-holder.
     predicted_expiry: float | None = None
     earliest_expiry: float | None = None

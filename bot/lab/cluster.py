@@ -306,17 +306,17 @@ class Cluster:
             return
         # Only the commands that cannot run here; `ip` and `arping` are the real ones.
         self.bin.mkdir(exist_ok=True)
-        for name in ("drbdadm", "drbdsetup", "mount", "umount", "mountpoint"):
+        for name in ("drbdadm", "drbdsetup", "mount", "umount", "mountpoint", "fuser"):
             link = self.bin / name
             if not link.exists():
                 link.symlink_to(self.drbd_fake)
         self.drbd_dir.mkdir(exist_ok=True)
         nodes = {n: {"role": "Secondary", "disk": "UpToDate"} for n in NODES}
-        state = {
-            "module": True,
-            "version": 9,
-            "resources": {RESOURCE: {"connected": True, "nodes": nodes}},
-        }
+        resource: dict[str, Any] = {"connected": True, "nodes": nodes}
+        mounts = self.extra.get("drbd", {}).get("mount", [])
+        if mounts:  # the fake refuses "secondary" while this device is mounted or held
+            resource["device"] = mounts[0]["device"]
+        state = {"module": True, "version": 9, "resources": {RESOURCE: resource}}
         (self.drbd_dir / "drbd.json").write_text(json.dumps(state))
 
     def peer_of(self, node: Node) -> Node:

@@ -61,7 +61,9 @@ class LinkStandIn:
         self.connected = True
         self.active: str | None = "B"
 
-    async def route(self, host: str) -> Any:
+    async def route(self, host: str, *, may_write: Any = None) -> Any:
+        if may_write is not None and not may_write():
+            raise RuntimeError("refused right before writing")
         self.journal.add(f"route {host}")
         if self.fail:
             raise RuntimeError("ERR 4 LOCKED")

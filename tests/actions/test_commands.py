@@ -78,6 +78,19 @@ def test_fence_local_fences_when_not_paused(
     assert "s3cret" not in result.stdout + result.stderr
 
 
+def test_fence_local_retries_a_kill_that_was_too_slow(
+    tmp_path: Path, world: FakeWorld, redis_server: RedisServer
+) -> None:
+    """Under load the first kill outlasts its 1 s floor: fence-local retries (escalated,
+    with the command's own timeout) instead of leaving Asterisk running."""
+    primary_state(world)
+    world.set_fault("fake-service kill", sleep=1.5, times=1)
+    result = cli("fence-local", "--config", str(write_config(tmp_path, redis_server.url)))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "FAILED" in result.stdout  # the first try, said as it was
+    assert not world.running("asterisk") and world.role("r0") == "Secondary"
+
+
 def test_fence_local_does_nothing_while_redis_says_paused(
     tmp_path: Path, world: FakeWorld, redis_server: RedisServer
 ) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from bot.actions.drbd import Drbd, parse_slash_pair, parse_status_json
-from bot.actions.errors import DrbdModuleMissing, PromoteRefused
+from bot.actions.errors import DrbdError, DrbdModuleMissing, PromoteRefused
 from bot.config import DrbdConfig, MountConfig
 from tests.fakes import FakeWorld, drbd_resource
 
@@ -104,6 +104,28 @@ async def test_demote_unmounts_before_secondary(world: FakeWorld) -> None:
     assert await d.demote() == ["/srv/pbx unmounted", "r0 secondary"]
     assert await d.demote() == []
     assert world.mutating_calls()[-2:] == ["umount /srv/pbx", "drbdadm secondary r0"]
+
+
+async def test_fence_with_a_busy_mount_fails_until_escalated(world: FakeWorld) -> None:
+    """Busy: umount refuses, and "secondary" says the device is held open (exit 11). The
+    escalated retry ends the mount's users, then unmounts and demotes."""
+    world.set_drbd({"r0": drbd_resource(device="/dev/drbd0")})
+    d = drbd()
+    await d.promote()
+    world.set_busy("/srv/pbx")
+    with pytest.raises(DrbdError, match="held open by someone"):
+        await d.fence(limit=5.0)
+    assert world.role("r0") == "Primary" and "/srv/pbx" in world.mounts
+    await d.fence(limit=5.0, escalate=True)
+    assert world.role("r0") == "Secondary" and world.mounts == {}
+    assert "fuser -k -M -m /srv/pbx" in world.mutating_calls()
+
+
+async def test_escalated_fence_never_kills_users_of_an_unmounted_path(world: FakeWorld) -> None:
+    world.set_drbd({"r0": drbd_resource(device="/dev/drbd0")})
+    world.set_busy("/srv/pbx")  # a path that is not a mount point: its parent's users
+    await drbd().fence(limit=5.0, escalate=True)
+    assert not any(c.startswith("fuser") for c in world.mutating_calls())
 
 
 def test_example_resource_parses_with_real_drbdadm(tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from bot.actions.errors import CommandFailed, CommandNotFound, CommandTimeout
-from bot.runner import run_command
+from bot.actions.runner import run_command
 from tests.helpers import wait_for
 
 PY = sys.executable

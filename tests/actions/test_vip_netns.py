@@ -15,11 +15,11 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from bot.actions.runner import run_command
 from bot.actions.vip import Vip
 from bot.config import VipConfig
 from bot.lab.netns import IFACE, Topology
 from bot.lab.netns import run as ip_run
-from bot.runner import run_command
 from tests.helpers import free_port, wait_for
 
 pytestmark = pytest.mark.netns

@@ -561,7 +561,7 @@ async def test_run_health_survives_the_server_going_away(
 
 def test_simulator_process_serves_and_stops_on_sigterm(tmp_path: Path) -> None:
     missing = subprocess.run(
-        [sys.executable, "-m", "ami.ari_simulator", "--password-file", str(tmp_path / "none")],
+        [sys.executable, "-m", "bot.commands.sim_ari", "--password-file", str(tmp_path / "none")],
         capture_output=True,
         text=True,
         timeout=20,
@@ -571,7 +571,7 @@ def test_simulator_process_serves_and_stops_on_sigterm(tmp_path: Path) -> None:
     secret = tmp_path / "ari.secret"
     secret.write_text(PASSWORD + "\n")
     port = free_port()
-    argv = [sys.executable, "-m", "ami.ari_simulator", "--port", str(port)]
+    argv = [sys.executable, "-m", "bot.commands.sim_ari", "--port", str(port)]
     proc = subprocess.Popen(
         [*argv, "--password-file", str(secret)],
         stdout=subprocess.PIPE,

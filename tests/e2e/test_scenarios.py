@@ -331,7 +331,9 @@ def test_planned_restart_in_maintenance_then_unplanned_exit(cluster: Cluster) ->
     assert node.post("/resume", {}) == 202
     cluster.wait_role(primary, "primary", within=15)
     _, after = node.get("/status")
-    assert after["epoch"] == epoch, "a planned restart must keep the epoch"
+    # Adopted (same epoch), or, if the restart outlasted the lease, taken again with a
+    # higher one (tests/e2e/test_restart.py); never a lower one.
+    assert after["epoch"] >= epoch
     assert node.asterisk_pid() == ast_pid, "Asterisk was touched"
     cluster.assert_safe(allow(t_pause, max_outage=QUIET_OUTAGE))
     # An unplanned exit: the supervisor fences and the standby takes over.

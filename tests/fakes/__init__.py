@@ -104,6 +104,12 @@ class FakeWorld:
     def mounts(self) -> dict[str, str]:
         return dict(self._read(self.dir, "mounts.json", {}))
 
+    def set_busy(self, path: str, users: int = 1) -> None:
+        """``users`` processes keep the file system at ``path`` busy (0: none)."""
+        busy = self._read(self.dir, "busy.json", {})
+        busy[path] = users
+        self._write(self.dir, "busy.json", {k: v for k, v in busy.items() if v})
+
     @property
     def services(self) -> dict[str, Any]:
         return dict(self._read(self.dir, "services.json", {}))

@@ -3,7 +3,7 @@
 
 One script, invoked through symlinks in ``bin/`` named after the command it
 plays: ``drbdadm``, ``drbdsetup``, ``mount``, ``umount``, ``mountpoint``,
-``ip``, ``arping``, ``fake-service``. Every call is appended as one JSON line
+``fuser``, ``ip``, ``arping``, ``fake-service``. Every call is appended as one JSON line
 to ``$FAKE_STATE_DIR/calls.jsonl``; state is kept as JSON in that directory
 (DRBD's in ``$FAKE_DRBD_DIR/drbd.json``, so that two nodes can share it; this
 node is ``$FAKE_NODE``). ``faults.json`` injects failures: a key such as
@@ -12,8 +12,8 @@ maps to ``{"exit": N, "stderr": "...", "sleep": S, "child": true, "times": K}``.
 
 The DRBD fake behaves as DRBD does where the bot depends on it: ``primary`` is
 refused while the peer is primary and connected, or without UpToDate data
-(unless ``--force``); ``secondary`` is refused while the device is mounted;
-without the kernel module (``"module": false``) every command exits 20.
+(unless ``--force``); ``secondary`` is refused while the device is mounted
+or held open; without the kernel module (``"module": false``) every command exits 20.
 
 Replication (``fake-drbd``, the part of the kernel the safety depends on): the
 link is up or down (``link-down``/``link-up``); each node has its own view of the
@@ -30,6 +30,10 @@ this node's generation. On ``link-up`` the older side resynchronises from the
 newer (``after-resync-target`` runs on it); diverged data is a split brain
 resolved by the ``after_sb`` policies or left StandAlone. Each promotion keeps a
 copy of the promoted node's data in ``promotions/`` for the checker.
+
+A busy mount (``busy.json``: mount path -> number of processes using it) cannot be
+unmounted ("target is busy"); ``umount -l`` detaches it, but its device stays held
+open until ``fuser -k -m PATH`` has ended the processes, as on Linux.
 """
 
 from __future__ import annotations
@@ -213,7 +217,8 @@ def drbdadm(argv: list[str], handler_ran: bool = False) -> int:
                 record_promotion(name, NODE, state)
         elif verb == "secondary":
             mounts = load(STATE, "mounts.json", {})
-            if res.get("device") and res["device"] in mounts.values():
+            held = load(STATE, "held.json", {})
+            if res.get("device") and res["device"] in [*mounts.values(), *held.values()]:
                 err(f"{name}: State change failed: (-12) Device is held open by someone")
                 return 11
             me["role"] = "Secondary"
@@ -591,15 +596,45 @@ def mount(argv: list[str]) -> int:
 
 def umount(argv: list[str]) -> int:
     paths = [a for a in argv if not a.startswith("-")]
+    lazy = "-l" in argv
     with locked(STATE):
         mounts = load(STATE, "mounts.json", {})
+        busy = load(STATE, "busy.json", {})
+        held = load(STATE, "held.json", {})
         for path in paths:
             if path not in mounts:
                 err(f"umount: {path}: not mounted.")
                 return 32
+            if busy.get(path) and not lazy:
+                err(f"umount: {path}: target is busy.")
+                return 32
+            if busy.get(path):
+                held[path] = mounts[path]  # detached, but its users keep the device open
             del mounts[path]
         save(STATE, "mounts.json", mounts)
+        save(STATE, "held.json", held)
     return 0
+
+
+def fuser(argv: list[str]) -> int:
+    """``fuser -k -m PATH`` (or ``-km``): end the processes using the file system."""
+    flags = "".join(a[1:] for a in argv if a.startswith("-") and not a.startswith("--"))
+    paths = [a for a in argv if not a.startswith("-")]
+    killed = 0
+    with locked(STATE):
+        busy = load(STATE, "busy.json", {})
+        held = load(STATE, "held.json", {})
+        for path in paths:
+            users = int(busy.get(path, 0))
+            if users and "k" in flags:
+                busy.pop(path, None)
+                held.pop(path, None)
+            killed += users
+        save(STATE, "busy.json", busy)
+        save(STATE, "held.json", held)
+    if "k" in flags and killed:
+        out(" ".join(str(90000 + i) for i in range(killed)))
+    return 0 if killed else 1
 
 
 def mountpoint(argv: list[str]) -> int:
@@ -692,6 +727,7 @@ COMMANDS = {
     "mount": mount,
     "umount": umount,
     "mountpoint": mountpoint,
+    "fuser": fuser,
     "ip": ip,
     "arping": arping,
     "fake-service": service,

@@ -1,6 +1,11 @@
 from __future__ import annotations
 
+from pathlib import Path
+
+import pytest
 from hypothesis import HealthCheck, settings
+
+from tests.fakes import FakeWorld
 
 # Default: fast enough for every run of the suite. `--hypothesis-profile=thorough`
 # (make bench, manual runs) explores many more schedules.
@@ -17,3 +22,12 @@ settings.register_profile(
     suppress_health_check=[HealthCheck.too_slow],
 )
 settings.load_profile("default")
+
+
+@pytest.fixture
+def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeWorld:
+    """The fake DRBD, mount, ip and service commands first on PATH, with fresh state."""
+    w = FakeWorld(tmp_path / "fakes")
+    for key, value in w.env().items():
+        monkeypatch.setenv(key, value)
+    return w

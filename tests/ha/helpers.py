@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from bot.ha import Controls, HaConfig, HaState, LeaseView, Observation, OwnLease, PeerView, step
+from bot.ha import ControlsView, HaConfig, HaState, LeaseView, Observation, OwnLease, PeerView, step
 
 CFG = HaConfig(node_id="a", peers=("b",), rseries_host="A")
 T = 1000.0  # "now" in every single-step test
@@ -25,7 +25,7 @@ def obs(**kw: Any) -> Observation:
         lease=LeaseView(None),
         lease_read_ok=True,
         redis_run_id="r1",
-        controls=Controls(),
+        controls=ControlsView(),
         started_at=T - 100,
         persisted_epoch=5,
     )

@@ -10,7 +10,7 @@ from bot.config import parse_config
 from bot.health import (
     HealthInputs,
     HealthPolicy,
-    Shutdown,
+    PendingShutdown,
     SpanState,
     evaluate,
     readiness,
@@ -60,15 +60,15 @@ def test_unanswered_ping_counts_after_interval_timeout_and_grace(
 
 
 def test_shutdown_without_restart_fails_at_once() -> None:
-    v = verdict(fully_booted=False, shutdown=Shutdown(restart=False, at=NOW - 0.01))
+    v = verdict(fully_booted=False, shutdown=PendingShutdown(restart=False, at=NOW - 0.01))
     assert not v.healthy
     assert v.reasons == ("Asterisk shut down (Shutdown with Restart: False)",)
 
 
 def test_shutdown_with_restart_waits_for_the_boot_timeout() -> None:
-    restarting = verdict(fully_booted=False, shutdown=Shutdown(restart=True, at=NOW - 59))
+    restarting = verdict(fully_booted=False, shutdown=PendingShutdown(restart=True, at=NOW - 59))
     assert restarting.healthy and restarting.alerts == ("Asterisk restarting (59.0 s)",)
-    late = verdict(fully_booted=False, shutdown=Shutdown(restart=True, at=NOW - 61))
+    late = verdict(fully_booted=False, shutdown=PendingShutdown(restart=True, at=NOW - 61))
     assert late.reasons == ("Asterisk restart not FullyBooted after 61.0 s",)
 
 

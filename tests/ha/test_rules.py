@@ -9,7 +9,7 @@ import pytest
 
 from bot.config import parse_config
 from bot.ha import (
-    Controls,
+    ControlsView,
     HaConfig,
     HaState,
     LeaseView,
@@ -141,8 +141,8 @@ def test_release_naming_another_node_is_not_taken() -> None:
         ({"healthy": False, "health_reasons": ("AMI link down for 4.0 s",)}, "unhealthy"),
         ({"ready": False, "ready_reasons": ("DRBD disk is Inconsistent",)}, "not ready"),
         ({"promise_given_until": T + 1.5}, "promised the peer not to take the lease for 1.5 s"),
-        ({"controls": Controls(switchover_to="c")}, "switchover to c requested"),
-        ({"controls": Controls(outdated=frozenset({"a"}))}, "marked outdated"),
+        ({"controls": ControlsView(switchover_to="c")}, "switchover to c requested"),
+        ({"controls": ControlsView(outdated=frozenset({"a"}))}, "marked outdated"),
         ({"lease_read_ok": False}, "lease read failed"),
     ],
 )
@@ -192,7 +192,7 @@ def test_failed_adoption_starts_as_standby_and_fences() -> None:
 
 def test_pause_survives_a_lost_flag() -> None:
     s = state("paused", paused_from="standby")
-    after, kinds, _ = run(s, obs(controls=Controls(paused=None), persisted_paused=True))
+    after, kinds, _ = run(s, obs(controls=ControlsView(paused=None), persisted_paused=True))
     assert after.role == "paused" and kinds == []
 
 
@@ -236,7 +236,9 @@ def test_took_over_from_a_release_starts_the_holddown() -> None:
 
 
 def test_switchover_to_unready_peer_is_refused() -> None:
-    o = holder_obs(controls=Controls(switchover_to="b"), peer=PeerView(node_id="b", reachable=True))
+    o = holder_obs(
+        controls=ControlsView(switchover_to="b"), peer=PeerView(node_id="b", reachable=True)
+    )
     after, kinds, why = run(state("primary"), o)
     assert after.role == "primary" and kinds == ["clear_switchover"] and "refused" in why
 

@@ -10,7 +10,7 @@ import pytest
 
 from bot.ha import (
     TRANSITIONS,
-    Controls,
+    ControlsView,
     HaState,
     LeaseView,
     LocalServices,
@@ -53,19 +53,19 @@ def _cases() -> dict[tuple[str, str], Callable[[], Case]]:
         ),
         ("standby", "pause"): lambda: (
             state("standby"),
-            obs(controls=Controls(paused=True)),
+            obs(controls=ControlsView(paused=True)),
             ["persist_pause"],
             "paused",
         ),
         ("standby", "cordon"): lambda: (
             state("standby"),
-            obs(controls=Controls(cordoned=frozenset({"a"}))),
+            obs(controls=ControlsView(cordoned=frozenset({"a"}))),
             [],
             "cordoned by an operator",
         ),
         ("standby", "mark_failed"): lambda: (
             state("standby"),
-            obs(controls=Controls(failed=frozenset({"a"}))),
+            obs(controls=ControlsView(failed=frozenset({"a"}))),
             [],
             "failed mark on the bus",
         ),
@@ -87,6 +87,12 @@ def _cases() -> dict[tuple[str, str], Callable[[], Case]]:
             ["release", "set_failed", "alert"],
             "failed: takeover failed, not eligible for 600 s",
         ),
+        ("promoting", "takeover_refused"): lambda: (
+            state("promoting"),
+            holder_obs(takeover_result="refused"),
+            ["release", "alert"],
+            "standby: takeover refused: the peer's DRBD is still Primary",
+        ),
         ("promoting", "lease_lost"): lambda: (
             state("promoting"),
             holder_obs(renew_result="held_by_other", lease=LeaseView("b", 6, T + 3)),
@@ -107,7 +113,7 @@ def _cases() -> dict[tuple[str, str], Callable[[], Case]]:
         ),
         ("primary", "switchover"): lambda: (
             state("primary"),
-            holder_obs(controls=Controls(switchover_to="b", switchover_drain=30.0)),
+            holder_obs(controls=ControlsView(switchover_to="b", switchover_drain=30.0)),
             ["demote"],
             "demoting: switchover to b, handing over to b",
         ),
@@ -119,13 +125,13 @@ def _cases() -> dict[tuple[str, str], Callable[[], Case]]:
         ),
         ("primary", "cordon"): lambda: (
             state("primary"),
-            holder_obs(controls=Controls(cordoned=frozenset({"a"}))),
+            holder_obs(controls=ControlsView(cordoned=frozenset({"a"}))),
             ["demote"],
             "demoting: cordoned",
         ),
         ("primary", "pause"): lambda: (
             state("primary"),
-            holder_obs(controls=Controls(paused=True)),
+            holder_obs(controls=ControlsView(paused=True)),
             ["persist_pause"],
             "paused as primary: services stay",
         ),
@@ -149,25 +155,25 @@ def _cases() -> dict[tuple[str, str], Callable[[], Case]]:
         ),
         ("paused", "resume_as_primary"): lambda: (
             state("paused", paused_from="primary", epoch=5, valid_until=T + 2.7),
-            holder_obs(controls=Controls(paused=False), persisted_paused=True),
+            holder_obs(controls=ControlsView(paused=False), persisted_paused=True),
             ["persist_pause"],
             "resumed as primary, epoch 5",
         ),
         ("paused", "resume_as_standby"): lambda: (
             state("paused", paused_from="standby"),
-            obs(controls=Controls(paused=False), persisted_paused=True),
+            obs(controls=ControlsView(paused=False), persisted_paused=True),
             ["persist_pause"],
             "resumed as standby",
         ),
         ("paused", "lease_lost"): lambda: (
             state("paused", paused_from="primary", epoch=5, valid_until=T + 2.7),
-            holder_obs(renew_result="held_by_other", controls=Controls(paused=True)),
+            holder_obs(renew_result="held_by_other", controls=ControlsView(paused=True)),
             ["fence", "alert", "drop_lease"],
             "fencing: lease taken by another node while paused",
         ),
         ("failed", "holddown_over"): lambda: (
             state("failed", failed_until=T - 1),
-            obs(controls=Controls(failed=frozenset({"a"}))),
+            obs(controls=ControlsView(failed=frozenset({"a"}))),
             [],
             "standby: failed hold-down over",
         ),
@@ -179,14 +185,14 @@ def _cases() -> dict[tuple[str, str], Callable[[], Case]]:
         ),
         ("failed", "pause"): lambda: (
             state("failed", failed_until=T + 100),
-            obs(controls=Controls(paused=True)),
+            obs(controls=ControlsView(paused=True)),
             ["persist_pause"],
             "paused",
         ),
         ("cordoned", "uncordon"): lambda: (state("cordoned"), obs(), [], "standby: uncordoned"),
         ("cordoned", "pause"): lambda: (
             state("cordoned"),
-            obs(controls=Controls(paused=True, cordoned=frozenset({"a"}))),
+            obs(controls=ControlsView(paused=True, cordoned=frozenset({"a"}))),
             ["persist_pause"],
             "paused",
         ),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import pytest
 import serial
 
 from rseries.driver import RSeriesLink
-from rseries.errors import ApplianceError, RSeriesLinkError, RSeriesTimeout
+from rseries.errors import ApplianceError, RSeriesLinkError, RSeriesTimeout, WriteRefused
 from rseries.protocol import Notification
 from rseries.simulator import Simulator, control
 from tests.helpers import free_port, wait_for
@@ -108,6 +109,21 @@ async def test_busy_is_retried_then_reported(link_a: RSeriesLink, link_b: RSerie
     link_b.busy_retry_for = 2.0
     await link_a.route("A")
     assert (await link_b.route("B")).active == "B"
+
+
+async def test_route_asks_right_before_each_write(link_a: RSeriesLink, link_b: RSeriesLink) -> None:
+    """The lease is checked after the lock and between BUSY retries, not once before."""
+    await link_a.route("B")
+    asked: list[float] = []
+
+    def lease_valid() -> bool:
+        asked.append(time.monotonic())
+        return len(asked) == 1  # valid for the first try only (it meets BUSY)
+
+    with pytest.raises(WriteRefused):
+        await link_b.route("A", may_write=lease_valid)  # within the 20 ms the relays take
+    assert len(asked) == 2, "asked once per line about to be written"
+    assert (await link_a.status()).active == "B", "the retry was written anyway"
 
 
 async def test_front_panel_lock(link_a: RSeriesLink, sim: Simulator) -> None:

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ami.simulator import AsteriskSimulator
-from bot.commands.base import EXIT_OK, CannotRun, CommandFailed
+from bot.commands.base import EXIT_OK, CannotRun, VerbFailed
 
 if TYPE_CHECKING:
     from ami.ari_simulator import AriSimulator
@@ -285,9 +285,7 @@ def _stop(args: argparse.Namespace) -> int:
     deadline = time.monotonic() + STOP_TIMEOUT
     while _alive(pid):
         if time.monotonic() > deadline:
-            raise CommandFailed(
-                f"simulator {pid} still running {STOP_TIMEOUT:g} s after the signal"
-            )
+            raise VerbFailed(f"simulator {pid} still running {STOP_TIMEOUT:g} s after the signal")
         time.sleep(0.01)
     if args.kill:
         with contextlib.suppress(OSError):

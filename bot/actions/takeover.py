@@ -35,7 +35,7 @@ from bot.config import Config
 
 log = logging.getLogger(__name__)
 
-Outcome = Literal["succeeded", "failed", "degraded", "aborted"]
+Outcome = Literal["succeeded", "failed", "degraded", "aborted", "refused"]
 
 ANNOUNCE_TIMEOUT = 5.0
 SPANS_POLL = 0.1
@@ -50,6 +50,7 @@ PEER_DEMOTION_POLL = 0.1
 # fenced by ExecStopPost, a new process whose steps may each run to their floor; a
 # short lease (the fast profile) would otherwise give up before that can finish.
 PEER_DEMOTION_MIN_WAIT = 1.0 + sum(FENCE_STEP_FLOOR.values())
+PEER_PRIMARY = "peer is primary"  # DRBD's refusal while the peer has not demoted
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,7 @@ class TakeoverReport:
     outcome: Outcome
     steps: list[StepTiming] = field(default_factory=list)
     reason: str = ""
+    undo_failed: tuple[str, ...] = ()  # rollback steps that failed: services may still run
 
     @property
     def duration(self) -> float:
@@ -76,7 +78,7 @@ class TakeoverReport:
 
 
 @dataclass(frozen=True)
-class LocalServices:
+class FoundServices:
     """What runs here that only a primary may run (False when not configured; None: could
     not tell)."""
 
@@ -125,6 +127,7 @@ class Takeover:
         spans_up: Callable[[], bool] | None = None,
         announce: Callable[[], Awaitable[None]] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        fence_peer: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.cfg = cfg
         self.drbd = drbd
@@ -138,6 +141,7 @@ class Takeover:
         self.spans_up = spans_up
         self.announce = announce
         self.clock = clock
+        self.fence_peer = fence_peer  # cluster.fence_command against the peer, if set
 
     def _default_test_call(self) -> TestCallFn | None:
         if self.cfg.test_call is None or self.ami is None:
@@ -298,32 +302,48 @@ class Takeover:
         undo: list[tuple[str, Callable[[], Awaitable[str | None]], float]],
         failed: StepTiming,
     ) -> TakeoverReport:
+        undo_failed: list[str] = []
         for name, action, limit in reversed(undo):
 
             async def rollback(action: Callable[[], Awaitable[str | None]] = action) -> str:
                 return f"rollback: {await action() or 'done'}"
 
-            await self._step(steps, name, rollback, limit)
+            if not (await self._step(steps, name, rollback, limit)).ok:
+                undo_failed.append(name)
         lease = failed.detail.startswith("lease no longer valid")
-        outcome: Outcome = "aborted" if lease else "failed"
-        return TakeoverReport(outcome, steps, f"{failed.name}: {failed.detail}")
+        refused = failed.name == "drbd" and PEER_PRIMARY in failed.detail
+        outcome: Outcome = "aborted" if lease else "refused" if refused else "failed"
+        return TakeoverReport(
+            outcome, steps, f"{failed.name}: {failed.detail}", undo_failed=tuple(undo_failed)
+        )
 
     async def _route(self) -> str:
         assert self.pstn is not None
-        await self.pstn.route_here()
+        await self.pstn.route_here(may_write=self.lease_valid)
         return f"spans routed to host {self.pstn.host}"
 
     async def _drbd_promote(self) -> str:
         assert self.drbd is not None
         deadline = self.clock() + max(self.cfg.cluster.lease_ttl, PEER_DEMOTION_MIN_WAIT)
+        peer_fenced = False
         while True:
             try:
                 changed = await self.drbd.promote()
                 break
             except PromoteRefused as exc:
-                if "peer is primary" not in str(exc) or self.clock() >= deadline:
+                if PEER_PRIMARY not in str(exc):
                     raise
+                if self.clock() >= deadline:
+                    if peer_fenced or self.fence_peer is None:
+                        raise
+                    # A lease time passed and the peer still has not demoted: fence it
+                    # (cluster.fence_command), then wait one more lease time.
+                    await self.fence_peer()
+                    peer_fenced = True
+                    deadline = self.clock() + self.cfg.cluster.lease_ttl
                 await asyncio.sleep(PEER_DEMOTION_POLL)
+                if not self.lease_valid():  # every try is a primary action (rule 1)
+                    raise ActionError("lease no longer valid before a DRBD promote retry") from None
         return ", ".join(changed) or "already primary and mounted"
 
     async def _drbd_demote(self, limit: float = DRBD_COMMAND_TIMEOUT) -> str:
@@ -334,7 +354,9 @@ class Takeover:
     async def _vip_up(self) -> str:
         assert self.vip is not None
         added = await self.vip.up()
-        return f"{self.vip.cfg.address} added, ARP sent" if added else "address already present"
+        if added:
+            return f"{self.vip.cfg.address} added, ARP sent"
+        return "address already present, ARP sent"
 
     async def _vip_down(self) -> str:
         assert self.vip is not None
@@ -418,16 +440,27 @@ class Takeover:
 
     # ---------------------------------------------------------------- fence
 
-    async def fence(self) -> TakeoverReport:
+    async def fence(self, *, escalate: bool = False) -> TakeoverReport:
         """IP down -> kill Asterisk -> DRBD secondary, within ``cluster.fence_budget``.
 
-        Never raises (except on cancellation): every step is tried.
+        Never raises (except on cancellation): every step is tried, and every step is
+        idempotent, so a retry runs them all again. ``escalate`` (a retry): the budget
+        is spent already, so each step gets its command's own timeout (a slow kill is
+        not a failed one), and DRBD's step first ends the processes that keep its file
+        systems busy.
         """
         steps: list[StepTiming] = []
         deadline = self.clock() + self.cfg.cluster.fence_budget
+        floors = dict(FENCE_STEP_FLOOR)
+        if escalate:
+            floors["fence_vip"] = max(floors["fence_vip"], self.vip.timeout if self.vip else 0)
+            floors["fence_asterisk"] = max(
+                floors["fence_asterisk"], self.cfg.asterisk.command_timeout
+            )
+            floors["fence_drbd"] = max(floors["fence_drbd"], DRBD_COMMAND_TIMEOUT)
 
         def left(step: str) -> float:
-            return max(deadline - self.clock(), FENCE_STEP_FLOOR[step])
+            return max(deadline - self.clock(), floors[step])
 
         if self.vip is not None:
             vip = self.vip
@@ -447,7 +480,7 @@ class Takeover:
             drbd = self.drbd
 
             async def secondary() -> str:
-                await drbd.fence(limit=left("fence_drbd"))
+                await drbd.fence(limit=left("fence_drbd"), escalate=escalate)
                 return "secondary"
 
             await self._step(steps, "fence_drbd", secondary, left("fence_drbd"))
@@ -459,7 +492,7 @@ class Takeover:
 
     # ---------------------------------------------------------------- state
 
-    async def local_services(self) -> LocalServices:
+    async def local_services(self) -> FoundServices:
         async def probe(fn: Callable[[], Awaitable[bool]] | None) -> bool | None:
             if fn is None:
                 return False
@@ -474,7 +507,7 @@ class Takeover:
             probe(self.asterisk.running),
             probe(self.drbd.is_primary if self.drbd else None),
         )
-        return LocalServices(vip_present=vip, asterisk_running=ast, drbd_primary=drbd)
+        return FoundServices(vip_present=vip, asterisk_running=ast, drbd_primary=drbd)
 
     async def readiness(self, outdated: bool) -> tuple[bool, list[str]]:
         """Ready to take over, with the reasons when not (design §4)."""

@@ -1,0 +1,150 @@
+"""The one way this node fences itself: floating IP down, Asterisk killed, DRBD secondary.
+
+A fence is complete or it is still going on; it is never reported done while a
+step failed. It first cancels the jobs that could start a service again, then
+runs every step (they are idempotent), and retries the failed ones with
+escalation until all succeed: DRBD's step ends the processes holding its mounts
+on a retry, and after ``fence.escalate_after`` ``fence.escalate_command`` runs
+once (the way Pacemaker fences a node whose stop failed). While incomplete the
+node reports role ``fencing``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import Literal
+
+from bot.actions.runner import run_command
+from bot.actions.takeover import Takeover
+from bot.agent.jobs import Jobs
+from bot.config import FenceConfig
+from bot.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+Events = Callable[..., None]  # kind, message, alert=..., fields (bot.agent.events.Events)
+
+# The label values of failoverbot_self_fences_total (bot.metrics.SELF_FENCE_REASONS).
+FenceReason = Literal[
+    "lease_expiring",
+    "lease_taken",
+    "stopped",
+    "manual",
+    "rollback_failed",
+    "demote_failed",
+    "other",
+]
+RETRY_INTERVAL = 0.5
+ESCALATE_TIMEOUT = 30.0
+# Jobs that start or keep a primary service; a fence cancels them before it starts.
+SERVICE_JOBS = ("promote", "demote", "restart_asterisk", "route_spans", "adopt")
+
+
+def reason_of(text: str) -> FenceReason:
+    """The metric label for a fence the HA step asked for, from its sentence."""
+    if "taken by" in text:
+        return "lease_taken"
+    if "demotion failed" in text:
+        return "demote_failed"
+    if "renewal failed" in text or "lease" in text:
+        return "lease_expiring"
+    if "stopping" in text:
+        return "stopped"
+    return "other"
+
+
+class Fencer:
+    def __init__(
+        self,
+        takeover: Takeover,
+        cfg: FenceConfig,
+        *,
+        jobs: Jobs,
+        metrics: Metrics,
+        events: Events,
+        clock: Callable[[], float] = time.monotonic,
+        retry_interval: float = RETRY_INTERVAL,
+    ) -> None:
+        self.takeover = takeover
+        self.cfg = cfg
+        self.jobs = jobs
+        self.metrics = metrics
+        self.events = events
+        self.clock = clock
+        self.retry_interval = retry_interval
+        self.incomplete_since: float | None = None  # first failed attempt of this fence
+        self.failing = ""  # the steps that failed last, for status and health
+        self._lock = asyncio.Lock()
+
+    @property
+    def incomplete(self) -> bool:
+        return self.incomplete_since is not None
+
+    @property
+    def busy(self) -> bool:
+        """A fence is running (or waiting to run)."""
+        return self._lock.locked()
+
+    async def fence(
+        self, reason: FenceReason, detail: str, *, deadline: float | None = None
+    ) -> bool:
+        """Fence until every step succeeded; True then. False only once ``deadline``
+        (this fencer's clock; shutdown) passed with the fence still incomplete."""
+        async with self._lock:
+            cancelled = await self.jobs.cancel(SERVICE_JOBS)
+            if cancelled:
+                log.warning("fencing: cancelled %s", ", ".join(cancelled))
+            attempt = 0
+            escalated = False
+            while True:
+                report = await self.takeover.fence(escalate=attempt > 0)
+                if report.outcome == "succeeded":
+                    self._complete(reason, detail, attempt)
+                    return True
+                self.failing = report.reason
+                if self.incomplete_since is None:
+                    self.incomplete_since = self.clock()
+                    self.events(
+                        "fence_incomplete",
+                        f"fence incomplete ({detail}): {report.reason}; retrying",
+                        alert=True,
+                        steps=[s.name for s in report.steps if not s.ok],
+                    )
+                attempt += 1
+                late = self.clock() - self.incomplete_since >= self.cfg.escalate_after
+                if late and not escalated and self.cfg.escalate_command:
+                    escalated = True
+                    await self._escalate(detail)
+                if deadline is not None and self.clock() >= deadline:
+                    log.critical("fence still incomplete: %s", report.reason)
+                    return False
+                await asyncio.sleep(self.retry_interval)
+
+    def _complete(self, reason: FenceReason, detail: str, retries: int) -> None:
+        if self.incomplete_since is not None:
+            took = self.clock() - self.incomplete_since
+            self.events(
+                "fence_complete",
+                f"fence complete after {retries} retries ({took:.1f} s)",
+                alert=True,
+            )
+        self.incomplete_since = None
+        self.failing = ""
+        self.metrics.self_fences.labels(reason=reason).inc()
+        self.events("self_fence", f"fenced: {detail}", alert=True)
+
+    async def _escalate(self, detail: str) -> None:
+        argv = list(self.cfg.escalate_command)
+        self.events(
+            "fence_escalated",
+            f"fence incomplete for {self.cfg.escalate_after:g} s ({detail}): running {argv[0]}",
+            alert=True,
+        )
+        try:
+            result = await run_command(argv, timeout=ESCALATE_TIMEOUT, check=False)
+            log.warning("fence escalation: %s", result.summary())
+        except Exception as exc:  # the retries go on whatever the command did
+            log.error("fence escalation failed: %s", exc)

@@ -1,0 +1,146 @@
+"""The fencer on the real fence sequence and the fake commands: complete, or still fencing."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+
+from bot.actions.asterisk import AsteriskService
+from bot.actions.drbd import Drbd
+from bot.actions.takeover import Takeover
+from bot.actions.vip import Vip
+from bot.agent.fencer import Fencer
+from bot.agent.jobs import Jobs
+from bot.config import Config
+from bot.metrics import Metrics
+from tests.actions.helpers import make_config
+from tests.fakes import FakeWorld, drbd_resource
+from tests.helpers import wait_for
+
+MOUNT = "/srv/pbx"
+ESCALATION = """
+[fence]
+escalate_after = "300ms"
+escalate_command = ["fake-service", "start", "reboot"]
+"""
+
+
+class Rig:
+    def __init__(self, cfg: Config) -> None:
+        assert cfg.drbd and cfg.vip
+        self.events: list[tuple[str, str]] = []
+        self.jobs = Jobs(on_done=lambda kind: None)
+        self.takeover = Takeover(
+            cfg,
+            drbd=Drbd(cfg.drbd),
+            vip=Vip(cfg.vip),
+            asterisk=AsteriskService(cfg.asterisk),
+            pstn=None,
+            ami=None,
+            lease_valid=lambda: True,
+        )
+        self.fencer = Fencer(
+            self.takeover,
+            cfg.fence,
+            jobs=self.jobs,
+            metrics=Metrics.for_config(cfg, registry=CollectorRegistry()),
+            events=self.event,
+            retry_interval=0.05,
+        )
+
+    def event(self, kind: str, message: str, **_: Any) -> None:
+        self.events.append((kind, message))
+
+    def kinds(self) -> list[str]:
+        return [k for k, _ in self.events]
+
+
+async def primary_with_busy_mount(world: FakeWorld, cfg: Config) -> Rig:
+    world.set_drbd({"r0": drbd_resource(device="/dev/drbd0")})
+    rig = Rig(cfg)
+    assert cfg.drbd is not None
+    await Drbd(cfg.drbd).promote()
+    world.set_busy(MOUNT)
+    world.set_fault("fuser", exit=1, stderr="fuser: cannot end a process in D state")
+    return rig
+
+
+async def test_a_failed_step_is_retried_until_done_and_never_reported_done_before(
+    tmp_path: Path, world: FakeWorld
+) -> None:
+    rig = await primary_with_busy_mount(world, make_config(tmp_path))
+    task = asyncio.create_task(rig.fencer.fence("lease_expiring", "lease ran out"))
+    await wait_for(lambda: rig.fencer.incomplete, 5, what="fence incomplete")
+    await wait_for(lambda: len(world.calls("fuser")) >= 2, 5, what="escalated retries")
+    assert not task.done()
+    assert world.role("r0") == "Primary"
+    assert "held open" in rig.fencer.failing or "busy" in rig.fencer.failing
+    assert rig.kinds() == ["fence_incomplete"]  # said once, and never "fenced"
+    world.clear_faults()  # the users can be ended now
+    assert await asyncio.wait_for(task, 10) is True
+    assert world.role("r0") == "Secondary" and world.mounts == {}
+    assert not rig.fencer.incomplete and rig.fencer.failing == ""
+    assert rig.kinds() == ["fence_incomplete", "fence_complete", "self_fence"]
+
+
+async def test_escalate_command_runs_once_after_escalate_after(
+    tmp_path: Path, world: FakeWorld
+) -> None:
+    rig = await primary_with_busy_mount(world, make_config(tmp_path, extra=ESCALATION))
+    task = asyncio.create_task(rig.fencer.fence("lease_taken", "lease taken by b"))
+    try:
+        await wait_for(lambda: rig.fencer.incomplete, 5, what="fence incomplete")
+        assert not any(c["argv"] == ["start", "reboot"] for c in world.calls("fake-service"))
+        await wait_for(lambda: world.running("reboot"), 5, what="escalate_command")
+        since = rig.fencer.incomplete_since
+        assert since is not None and rig.fencer.clock() - since >= 0.3
+        await wait_for(lambda: len(world.calls("fuser")) >= 6, 10, what="more retries")
+        starts = [c for c in world.calls("fake-service") if c["argv"] == ["start", "reboot"]]
+        assert len(starts) == 1
+        assert "fence_escalated" in rig.kinds() and "self_fence" not in rig.kinds()
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_deadline_returns_false_while_incomplete(tmp_path: Path, world: FakeWorld) -> None:
+    rig = await primary_with_busy_mount(world, make_config(tmp_path))
+    deadline = rig.fencer.clock() + 0.3
+    assert await rig.fencer.fence("stopped", "stopping", deadline=deadline) is False
+    assert rig.fencer.incomplete and "self_fence" not in rig.kinds()
+
+
+async def test_running_service_jobs_are_cancelled_before_the_first_step(
+    tmp_path: Path, world: FakeWorld
+) -> None:
+    world.set_drbd({"r0": drbd_resource(device="/dev/drbd0")})
+    rig = Rig(make_config(tmp_path))
+    order: list[str] = []
+
+    async def restart() -> None:
+        try:
+            await asyncio.sleep(60)
+        finally:
+            order.append("restart cancelled")
+            order.append(f"calls before: {len(world.calls('fake-service'))}")
+
+    job = rig.jobs.start("restart_asterisk", restart())
+    other = rig.jobs.start("set_failed", asyncio.sleep(60))
+    await asyncio.sleep(0)
+    assert await rig.fencer.fence("other", "test") is True
+    assert job.cancelled() and order == ["restart cancelled", "calls before: 0"]
+    assert not other.done()  # bus writes are not services: they go on
+    await rig.jobs.cancel()
+    assert other.cancelled()
+
+
+async def test_every_step_runs_again_on_a_second_fence(tmp_path: Path, world: FakeWorld) -> None:
+    world.set_drbd({"r0": drbd_resource(device="/dev/drbd0")})
+    rig = Rig(make_config(tmp_path))
+    assert await rig.fencer.fence("other", "first") is True
+    before = len(world.calls("fake-service"))
+    assert await rig.fencer.fence("other", "second") is True
+    assert len(world.calls("fake-service")) > before, "the second fence skipped its steps"
