@@ -68,6 +68,9 @@ renew_interval = "1s"
 drift_margin = "{drift}s"
 fence_budget = "500ms"
 
+[api]
+listen = "0.0.0.0:9440"  # never bound: the model runs the core alone
+
 [redis]
 url = "redis://model.invalid:6379/0"
 timeout = "500ms"
