@@ -65,7 +65,6 @@ class LeaseKeeper:
         self.peer_reachable = False
         self.peer_client: PeerClient | None = None
         self._changed = asyncio.Event()
-        self._renew_tick = asyncio.Event()  # set at each renewal: the heartbeat's cue
 
     # ------------------------------------------------------------------ queries
 
@@ -162,7 +161,6 @@ class LeaseKeeper:
                 self._changed.clear()
                 await self._changed.wait()
                 last_attempt = self.clock()
-                self._renew_tick.set()
                 continue
             now = self.clock()
             if renewal_decision(own, None, now, self.ha_cfg, self.promise_until) == "fence":
@@ -182,7 +180,6 @@ class LeaseKeeper:
                         await self._changed.wait()
                 continue
             last_attempt = now
-            self._renew_tick.set()  # the heartbeat goes out now too (bot.leasewake)
             await self._renew_once(own, fence_at)
 
     def _bounded(self, fence_at: float) -> float:
@@ -239,12 +236,7 @@ class LeaseKeeper:
         client = self.peer_client
         assert client is not None
         while True:
-            # In phase with the renewals, so that the promise ends with the key; at least
-            # every 1.25 renew_interval when a renewal hangs on Redis.
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(1.25 * self.cfg.cluster.renew_interval):
-                    await self._renew_tick.wait()
-            self._renew_tick.clear()
+            start = self.clock()
             own = self.own
             if own is not None and self.ha_state().role in HOLDING_ROLES:
                 try:
@@ -259,3 +251,5 @@ class LeaseKeeper:
                 self.metrics.peer_up.set(1 if receipt is not None else 0)
             else:
                 self.promise_until = None
+            delay = self.cfg.cluster.renew_interval - (self.clock() - start)
+            await asyncio.sleep(max(0.05, delay))

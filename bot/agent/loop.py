@@ -53,7 +53,6 @@ from bot.ha import (
     step,
 )
 from bot.healthmon import HealthMonitor
-from bot.leasewake import next_wakeup
 from bot.logsetup import LOG_CONTEXT
 from bot.metrics import Metrics
 from bot.notify import Notifier
@@ -481,12 +480,10 @@ class Agent:
                 self.sd.ready(f"{self.me}: {self.ha.role}")
                 self._ready_sent = True
             self._wake.clear()
-            # Wake at the first rule-5 deadline ahead (bot.leasewake), and at least every
-            # renew_interval, so that a short lease still gets a watchdog kick in time.
-            idle = min(CYCLE_INTERVAL, self.cfg.cluster.renew_interval)
-            pending = (self.ha.predicted_expiry, self.ha.wait_until, self.state_dir.promise_until())
+            # Wake at least every renew_interval, so that a short lease still gets a
+            # watchdog kick in time.
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(next_wakeup(pending, self.clock(), idle)):
+                async with asyncio.timeout(min(CYCLE_INTERVAL, self.cfg.cluster.renew_interval)):
                     await self._wake.wait()
 
     def _kick_watchdog(self, now: float) -> None:

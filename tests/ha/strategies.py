@@ -24,9 +24,13 @@ DURATIONS = {
 
 
 @st.composite
-def faults(draw: st.DrawFn, kinds: tuple[str, ...] = tuple(sorted(DURATIONS))) -> Fault:
+def faults(
+    draw: st.DrawFn,
+    kinds: tuple[str, ...] = tuple(sorted(DURATIONS)),
+    durations: dict[str, tuple[float, float]] | None = None,
+) -> Fault:
     kind = draw(st.sampled_from(kinds))
-    lo, hi = DURATIONS[kind]
+    lo, hi = {**DURATIONS, **(durations or {})}[kind]
     return Fault(
         kind=kind,
         node="*" if kind == "peer_cut" else draw(st.sampled_from(NODES)),
@@ -43,6 +47,7 @@ def scenarios(
     max_faults: int = 6,
     max_drift: float = MAX_DRIFT,
     extreme_drift: bool = False,
+    durations: dict[str, tuple[float, float]] | None = None,
 ) -> Scenario:
     """Two clocks within +-max_drift (often at the bounds), faults of the given kinds."""
     bounds = st.sampled_from([-max_drift, max_drift])
@@ -51,7 +56,7 @@ def scenarios(
         rates=(1.0 + draw(drift), 1.0 + draw(drift)),
         offsets=(draw(st.floats(0.0, 1e5)), draw(st.floats(0.0, 1e5))),
         faults=tuple(
-            draw(st.lists(faults(kinds), min_size=min(1, max_faults), max_size=max_faults))
+            draw(st.lists(faults(kinds, durations), min_size=min(1, max_faults), max_size=max_faults))
         ),
         seed=draw(st.integers(0, 2**32 - 1)),
         horizon=HORIZON,
