@@ -56,7 +56,9 @@ def scenarios(
         rates=(1.0 + draw(drift), 1.0 + draw(drift)),
         offsets=(draw(st.floats(0.0, 1e5)), draw(st.floats(0.0, 1e5))),
         faults=tuple(
-            draw(st.lists(faults(kinds, durations), min_size=min(1, max_faults), max_size=max_faults))
+            draw(
+                st.lists(faults(kinds, durations), min_size=min(1, max_faults), max_size=max_faults)
+            )
         ),
         seed=draw(st.integers(0, 2**32 - 1)),
         horizon=HORIZON,
