@@ -366,9 +366,11 @@ class Cluster:
             base["drbd"] = {"resources": [RESOURCE]}
         if self.topology is not None:
             # The simulated Asterisk answers TCP on VIP:5060 in the node's namespace from
-            # FullyBooted until it stops, as a real one's SIP listener does.
-            sip = ["--sip-port", str(SIP_PORT), "--sip-netns", self.topology.ns(node.id)]
-            base["asterisk"]["start"] = [*base["asterisk"]["start"], *sip]
+            # FullyBooted until it stops, as a real one's SIP listener does (the lab's
+            # real Asterisk stays in the host's namespace).
+            if self.asterisk != "real":
+                sip = ["--sip-port", str(SIP_PORT), "--sip-netns", self.topology.ns(node.id)]
+                base["asterisk"]["start"] = [*base["asterisk"]["start"], *sip]
             base["vip"] = {
                 **self.topology.vip_settings(node.id),
                 "arp_count": 1,
