@@ -254,6 +254,9 @@ debug = 0
         )
         self._extend("ari.conf", "general", "enabled = yes\n")
         ari = (self.etc / "ari.conf").read_text()
+        # The shipped ari.conf includes its user's password from a file of its own.
+        for included in re.findall(r'#include "(ari_[\w-]+_secret\.conf)"', ari):
+            self._put(included, f"password = {self.ari_password}\n")
         if f"[{self.ari_user}]" not in ari:
             with (self.etc / "ari.conf").open("a") as fh:
                 fh.write(

@@ -13,12 +13,15 @@ from ami.ari import AriClient
 from ami.ari_simulator import NOT_FOUND_PAGE
 from ami.errors import AmiActionError, AmiAuthError
 from bot.lab.asterisk import Runtime
+from tests.asterisk.conftest import MakeAsterisk
 from tests.helpers import wait_for
 
 pytestmark = pytest.mark.timeout(60)
 
 
-async def test_ping_originate_into_stasis_and_hang_up(asterisk: Runtime) -> None:
+async def test_ping_originate_into_stasis_and_hang_up(make_asterisk: MakeAsterisk) -> None:
+    # The shipped "failover" user is read-only; originating needs a user that may write.
+    asterisk = make_asterisk(ari_user="lab-writer")
     ari = AriClient(asterisk.ari_url, asterisk.ari_user, asterisk.ari_password, timeout=5.0)
     events: list[dict[str, Any]] = []
 
