@@ -89,10 +89,18 @@ class Fencer:
         return self._lock.locked()
 
     async def fence(
-        self, reason: FenceReason, detail: str, *, deadline: float | None = None
+        self,
+        reason: FenceReason,
+        detail: str,
+        *,
+        deadline: float | None = None,
+        announce: bool = True,
     ) -> bool:
         """Fence until every step succeeded; True then. False only once ``deadline``
-        (this fencer's clock; shutdown) passed with the fence still incomplete."""
+        (this fencer's clock; shutdown) passed with the fence still incomplete.
+
+        ``announce=False``: a check after a completed hand-over, not a self-fence: no
+        alert and not counted, unless it had to retry."""
         async with self._lock:
             cancelled = await self.jobs.cancel(SERVICE_JOBS)
             if cancelled:
@@ -102,7 +110,7 @@ class Fencer:
             while True:
                 report = await self.takeover.fence(escalate=attempt > 0)
                 if report.outcome == "succeeded":
-                    self._complete(reason, detail, attempt)
+                    self._complete(reason, detail, attempt, announce or attempt > 0)
                     return True
                 self.failing = report.reason
                 if self.incomplete_since is None:
@@ -123,7 +131,7 @@ class Fencer:
                     return False
                 await asyncio.sleep(self.retry_interval)
 
-    def _complete(self, reason: FenceReason, detail: str, retries: int) -> None:
+    def _complete(self, reason: FenceReason, detail: str, retries: int, announce: bool) -> None:
         if self.incomplete_since is not None:
             took = self.clock() - self.incomplete_since
             self.events(
@@ -133,6 +141,9 @@ class Fencer:
             )
         self.incomplete_since = None
         self.failing = ""
+        if not announce:
+            self.events("stop_fence", f"nothing primary left here: {detail}")
+            return
         self.metrics.self_fences.labels(reason=reason).inc()
         self.events("self_fence", f"fenced: {detail}", alert=True)
 

@@ -41,6 +41,14 @@ class Jobs:
         task = self._by_kind.get(kind)
         return task is not None and not task.done()
 
+    async def finish(self, prefix: str, within: float) -> None:
+        """Give the jobs whose kind starts with ``prefix`` up to ``within`` s to end
+        (the bus writes of the last events), then cancel what is left of them."""
+        pending = [t for k, t in self._by_kind.items() if k.startswith(prefix) and not t.done()]
+        if pending:
+            await asyncio.wait(pending, timeout=within)
+        await self.cancel([k for k in self._by_kind if k.startswith(prefix)])
+
     async def cancel(self, kinds: Iterable[str] | None = None) -> list[str]:
         """Cancel the running jobs (of ``kinds``, or all but the caller) and wait for them.
 

@@ -109,6 +109,7 @@ class Agent:
         self._stopped_services = False
         self._exit_code = 0
         self._ready_sent = False
+        self._handed_over = False  # a stop's hand-over completed (bot.graceful)
         self.tasks: dict[str, asyncio.Task[Any]] = {}  # the long-lived tasks, by name
 
     def _build_io(self, cfg: Config, adapters: Adapters | None) -> None:
@@ -311,7 +312,7 @@ class Agent:
                 await self._stop.wait()
                 # SIGTERM on the primary: switch over first (bot.graceful), while the
                 # cycle and the lease keeper still run.
-                await hand_over_before_stop(self)
+                self._handed_over = (await hand_over_before_stop(self)).handed_over
                 # The lease keeper goes on renewing while the services stop: a fence
                 # that takes long (or fails) must not let the lease expire under it.
                 for task in owned:
@@ -410,6 +411,7 @@ class Agent:
         self._stopped_services = True
         self.sd.stopping()
         paused = self.state_dir.paused or self.ha.role == "paused"
+        await self.jobs.finish("event-", self.cfg.redis.timeout * 2)
         await self.jobs.cancel()
         if paused:
             log.info("paused: leaving services and the lease as they are")
@@ -417,7 +419,10 @@ class Agent:
         # A bot that exits while not paused leaves nothing primary running (design §3).
         limit = self.cfg.fence.escalate_after + SHUTDOWN_FENCE_GRACE
         fenced = await self.fencer.fence(
-            "stopped", "the bot is stopping", deadline=self.fencer.clock() + limit
+            "stopped",
+            "the bot is stopping",
+            deadline=self.fencer.clock() + limit,
+            announce=not self._handed_over,
         )
         own = self.keeper.own
         if own is not None and fenced:
@@ -439,6 +444,7 @@ class Agent:
     async def _shutdown(self) -> None:
         # Reached after the tasks stopped; on a task failure the services stop here.
         await self._stop_services()
+        await self.jobs.finish("event-", self.cfg.redis.timeout * 2)
         with contextlib.suppress(Exception):
             await self.notify.close(1.0)
         if self._api_runner is not None:
