@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import jsonschema
-import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from bot.lab.cluster import Cluster, Node
@@ -25,10 +24,6 @@ from tests.helpers import wait_for_sync
 
 RUN_ID = re.compile(r"^[0-9a-f]{40}$")
 
-# The agent names the cause from the lease it reads when the promotion starts, which by
-# then is its own new lease: a hand-over is counted as a lost host.
-KNOWN_MISLABELLED = {("health", "host_lost"), ("switchover", "host_lost")}
-KNOWN_MISLABELLED_WHY = "the cause is read from the lease after it was taken"
 
 Series = tuple[str, tuple[tuple[str, str], ...]]
 SCHEMAS = Path(__file__).resolve().parents[2] / "docs" / "schema"
@@ -136,10 +131,7 @@ def assert_took_over(
     assert after.value("failoverbot_lease_holder", node=me) == 1
     assert after.value("failoverbot_role", node=me, role="primary") == 1
     assert after.value("failoverbot_config_drift") == 0
-    # Last, so that every check above holds even where the cause is known to be mislabelled.
     counted = next(r for r, n in failovers.items() if n == 1)
-    if counted != reason and (reason, counted) in KNOWN_MISLABELLED:
-        pytest.xfail(f"failover counted as {counted!r}, not {reason!r}: {KNOWN_MISLABELLED_WHY}")
     assert counted == reason, (
         f"failover counted as {counted!r}, not {reason!r}",
         [e["message"] for e in after.events("failover_started")],

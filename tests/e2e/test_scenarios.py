@@ -336,11 +336,12 @@ def test_planned_restart_in_maintenance_then_unplanned_exit(cluster: Cluster) ->
     assert after["epoch"] >= epoch
     assert node.asterisk_pid() == ast_pid, "Asterisk was touched"
     cluster.assert_safe(allow(t_pause, max_outage=QUIET_OUTAGE))
-    # An unplanned exit: the supervisor fences and the standby takes over.
+    # An unplanned exit (a crash: a SIGTERM would hand over first, bot.graceful): the
+    # supervisor fences and the standby takes over.
     before, next_epoch = watch(cluster, standby)
     assert next_epoch == epoch + 1
     t_exit = time.monotonic()
-    cluster.kill_bot(primary, signal.SIGTERM)
+    cluster.kill_bot(primary, signal.SIGKILL)
     cluster.wait_serving(standby, within=20)
     cluster.assert_safe(allow(t_exit, max_outage=8.0))
     took_over(cluster, standby, before, next_epoch, "host_lost")
