@@ -133,6 +133,13 @@ class Event(TypedDict, total=False):
     fields: dict[str, Any]
 
 
+class FenceState(TypedDict):
+    """A fence that has not completed yet (it is retried until it does)."""
+
+    incomplete_for_seconds: float
+    failing: str
+
+
 class Status(TypedDict):
     cluster: str
     source: str
@@ -156,6 +163,7 @@ class Status(TypedDict):
     events: NotRequired[list[Event]]
     rseries_active: NotRequired[str | None]
     features: NotRequired[dict[str, bool]]
+    fence: NotRequired[FenceState | None]
     # Added by the CLI when Redis was unreachable and a peer answered:
     redis_error: NotRequired[str]
 

@@ -120,6 +120,8 @@ class Reporter:
         self._was_healthy = True
         self._stuck_reported = False
         self._last_record = 0.0
+        self._published_role: str | None = None  # the role in the last record sent
+        self._published_local: object = None  # the probe of the services it showed
         self._shown_role = "starting"
 
     # ------------------------------------------------------------------ changes -> events
@@ -208,9 +210,15 @@ class Reporter:
 
     async def publish_record(self, ha: HaState) -> None:
         now = time.monotonic()
-        if now - self._last_record < RECORD_INTERVAL and self._last_record:
+        role, local = self.role(ha), self.observer.local
+        # Every RECORD_INTERVAL, and at once when the role changed or a new probe of the
+        # local services came in: the bus must not go on showing "promoting" for a second
+        # after the node serves, nor a new primary's services as they were before.
+        fresh = role == self._published_role and local is self._published_local
+        if fresh and now - self._last_record < RECORD_INTERVAL:
             return
         self._last_record = now
+        self._published_role, self._published_local = role, local
         try:
             await self.bus.publish_node_record(self.record(ha))
         except BusError as exc:

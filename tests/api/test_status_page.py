@@ -111,17 +111,18 @@ async def test_page_on_a_real_cluster_through_a_host_death(lab: Cluster, tmp_pat
             return await roles() == {primary: "primary", standby: "standby"}
 
         await wait_for(both, within=10, what="both nodes on the page")
+        primary_field = "document.querySelector('[data-node=%s] [data-field=%s]').innerText"
+
+        async def probed() -> bool:
+            # The record sent at the promotion predates the next probe of the services.
+            spans = await browser.evaluate(primary_field % (primary, "spans"))
+            drbd = await browser.evaluate(primary_field % (primary, "drbd"))
+            return spans == "1: none, 2: none" and drbd.startswith("pbx: Primary/UpToDate")
+
+        await wait_for(probed, within=10, what=f"{primary}'s spans and DRBD on the page")
         text = await browser.evaluate("document.body.innerText")
         for expected in ("lease holder", "up, booted", "stopped (standby)", "heartbeat sent"):
             assert expected in text, expected
-        spans = await browser.evaluate(
-            f"document.querySelector('[data-node={primary}] [data-field=spans]').innerText"
-        )
-        assert spans == "1: none, 2: none"
-        drbd = await browser.evaluate(
-            f"document.querySelector('[data-node={primary}] [data-field=drbd]').innerText"
-        )
-        assert drbd.startswith("pbx: Primary/UpToDate")
 
         # The lease counts down in the browser between two snapshots.
         readings: list[tuple[str, float]] = []
