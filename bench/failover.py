@@ -51,9 +51,9 @@ from bench.keepalived import KeepalivedPair, keepalived_missing  # noqa: E402
 from bench.probe import ClientProbe  # noqa: E402
 from bot.config import parse_duration  # noqa: E402
 from bot.lab.asterisk import find_binary  # noqa: E402
-from tests.e2e.checker import Allowance  # noqa: E402
-from tests.e2e.cluster import Cluster  # noqa: E402
-from tests.e2e.netns import Topology, netns_unavailable  # noqa: E402
+from harness.checker import Allowance  # noqa: E402
+from harness.cluster import Cluster  # noqa: E402
+from harness.vip import Topology, netns_unavailable  # noqa: E402
 
 MILESTONES = ("lease", "route", "fully_booted", "test_call")
 # Every takeover step, in order, for the per-step table.

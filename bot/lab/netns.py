@@ -15,7 +15,7 @@ and everything is deleted on exit, also when the test failed.
 
 The bots themselves run in the root namespace on loopback and only put the
 floating address into their node's namespace (``vip.netns``); partitions
-between a bot and Redis or its peer go through ``tests.e2e.proxy``. ``cut``
+between a bot and Redis or its peer go through ``harness.proxy``. ``cut``
 here separates namespaces, e.g. the clients from a node.
 """
 

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.fakes import FakeWorld, drbd_resource
+from harness.fakes import FakeWorld, drbd_resource
 
 
 @pytest.fixture

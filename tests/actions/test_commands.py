@@ -13,8 +13,8 @@ import pytest
 from bot.bus import Bus
 from bot.config import Config, load_config
 from bot.state import StateDir
+from harness.fakes import FakeWorld, drbd_resource
 from tests.actions.helpers import takeover_sections
-from tests.fakes import FakeWorld, drbd_resource
 from tests.helpers import RedisServer, free_port, node_config
 
 

@@ -10,7 +10,7 @@ import pytest
 from bot.actions.drbd import Drbd, parse_slash_pair, parse_status_json
 from bot.actions.errors import DrbdError, DrbdModuleMissing, PromoteRefused
 from bot.config import DrbdConfig, MountConfig
-from tests.fakes import FakeWorld, drbd_resource
+from harness.fakes import FakeWorld, drbd_resource
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -26,9 +26,9 @@ from bot.commands.drbd import (
 from bot.config import DrbdConfig, Secret
 from bot.peer import SIGNATURE_HEADER, PeerServer, request_outdate, sign
 from bot.state import DataMarks
+from harness.fakes import FakeWorld, drbd_resource
 from tests.actions.test_commands import write_config
 from tests.api.fakes import FakeView, FilePromiseStore, RecordingControls
-from tests.fakes import FakeWorld, drbd_resource
 from tests.helpers import RedisServer
 
 SECRET = Secret("cluster-secret-outdate", "test")

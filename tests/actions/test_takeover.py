@@ -18,8 +18,8 @@ from bot.actions.pstn import Pstn
 from bot.actions.takeover import FENCE_STEP_FLOOR, StepTiming, Takeover
 from bot.actions.vip import Vip
 from bot.config import Config
+from harness.fakes import FakeWorld, drbd_resource
 from tests.actions.helpers import AmiStandIn, Journal, LinkStandIn, TestCallStandIn, make_config
-from tests.fakes import FakeWorld, drbd_resource
 from tests.helpers import wait_for
 
 ROUTE = "route A"

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from bot.actions.vip import Vip
+from harness.fakes import FakeWorld
 from tests.actions.helpers import make_config
-from tests.fakes import FakeWorld
 
 
 async def test_up_announces_even_when_the_address_is_already_present(

@@ -24,10 +24,10 @@ from prometheus_client import CollectorRegistry
 
 from bot.api import bound_port, create_app, start_api
 from bot.statuscontract import json_schema
+from harness.cluster import Cluster, have_tools
+from harness.vip import Topology, netns_unavailable
 from tests.api.cdp import CHROMIUM, Browser
 from tests.api.fakes import FakeView, RecordingControls
-from tests.e2e.cluster import Cluster, have_tools
-from tests.e2e.netns import Topology, netns_unavailable
 from tests.e2e.test_scenarios import other
 from tests.helpers import wait_for
 

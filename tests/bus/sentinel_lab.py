@@ -13,7 +13,7 @@ from pathlib import Path
 
 import redis
 
-from tests.e2e.proxy import ProxyProcess
+from harness.proxy import ProxyProcess
 from tests.helpers import RedisServer, free_port, port_open, wait_for_sync
 
 SERVICE = "svc"

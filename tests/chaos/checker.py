@@ -1,6 +1,6 @@
 """The chaos run's independent checker (pure): what the outside world saw, judged.
 
-Inputs are what the recorders and the DRBD stand-in kept (tests/e2e/checker.py's
+Inputs are what the recorders and the DRBD stand-in kept (harness/checker.py's
 ``Observations``; the client's acknowledged writes; the data at each promotion),
 and the nemesis's fault log. The report says, like Jepsen's: dual primaries (the
 floating IP, Asterisk, DRBD Primary, and the spans routed to a node while another
@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from tests.e2e.checker import (
+from harness.checker import (
     Interval,
     Observations,
     Violation,

@@ -78,10 +78,10 @@ def schedule(seed: int, seconds: float, *, gap: tuple[float, float] = (4.0, 9.0)
 
 
 class Nemesis:
-    """Applies faults to a running lab cluster (tests.e2e.cluster.Cluster)."""
+    """Applies faults to a running lab cluster (harness.cluster.Cluster)."""
 
     def __init__(self, cluster: object, resource: str) -> None:
-        from tests.e2e.cluster import Cluster
+        from harness.cluster import Cluster
 
         assert isinstance(cluster, Cluster)
         self.c = cluster
@@ -91,7 +91,7 @@ class Nemesis:
 
     def resolve(self, target: str) -> str | None:
         """The node playing ``target`` now: the DRBD Primary, or the other one."""
-        from tests.e2e.replication import drbd_state
+        from harness.replication import drbd_state
 
         nodes = drbd_state(self.c, self.resource)["nodes"]
         primaries = [n for n, v in nodes.items() if v.get("role") == "Primary"]

@@ -22,11 +22,11 @@ import traceback
 from pathlib import Path
 
 from bot.lab.cluster import RESOURCE, wait_until
+from harness.cluster import Cluster, have_tools
+from harness.replication import Writer
+from harness.vip import Topology, netns_unavailable
 from tests.chaos.checker import ChaosReport, FaultRecord, check_chaos
 from tests.chaos.nemesis import Nemesis, schedule
-from tests.e2e.cluster import Cluster, have_tools
-from tests.e2e.netns import Topology, netns_unavailable
-from tests.e2e.replication import Writer
 from tests.e2e.writes import read_acks, read_final_data, read_promotions
 
 RECOVERY = 60.0  # after the last fault: how long the cluster has to serve again

@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-from tests.e2e.cluster import have_tools
-from tests.e2e.netns import netns_unavailable
+from harness.cluster import have_tools
+from harness.vip import netns_unavailable
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(420)]
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import itertools
 
+from harness.checker import Interval, Observations
 from tests.chaos.checker import FaultRecord, check_chaos, failovers_per_fault
 from tests.chaos.nemesis import KINDS, schedule
-from tests.e2e.checker import Interval, Observations
 from tests.e2e.writes import Ack, Promotion
 
 WINDOW = (0.0, 100.0)

@@ -134,7 +134,7 @@ def metrics_target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ScrapeT
     """
     if shutil.which("redis-server") is None:
         pytest.skip("redis-server is not installed")
-    from tests.e2e.cluster import Cluster
+    from harness.cluster import Cluster
 
     cluster = Cluster(tmp_path_factory.mktemp("lab"), None)
     try:

@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from bot.commands import COMMAND_MODULES
+from harness.replication import shipped_policies
 from tests.deploy.conftest import REPO
-from tests.e2e.replication import shipped_policies
 
 DRBD_DIR = REPO / "deploy" / "drbd"
 DRBDADM_84 = Path("/usr/lib/drbd/drbdadm-84")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 
-from tests.e2e.cluster import Cluster
+from harness.cluster import Cluster
 from tests.e2e.test_scenarios import LEASE, allow, cluster, events_of, settle
 from tests.helpers import wait_for_sync
 

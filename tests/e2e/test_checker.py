@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.checker import (
+from harness.checker import (
     Allowance,
     Interval,
     Observations,
@@ -23,7 +23,7 @@ from tests.e2e.checker import (
     held_together,
     merge,
 )
-from tests.e2e.recorders import (
+from harness.recorders import (
     PidSampler,
     PollingSampler,
     RedisKeySampler,

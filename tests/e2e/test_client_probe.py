@@ -11,7 +11,7 @@ import pytest
 
 from bench.probe import ClientProbe, parse_neigh_dump
 from bot.lab.netns import socket_in
-from tests.e2e.netns import Topology
+from harness.vip import Topology
 
 pytestmark = pytest.mark.netns
 

@@ -22,9 +22,9 @@ from pathlib import Path
 import pytest
 
 from bot.lab.cluster import RESOURCE, wait_until
-from tests.e2e.cluster import Cluster, have_tools
-from tests.e2e.netns import Topology, netns_unavailable
-from tests.e2e.replication import Writer, drbd_state, handler_runs
+from harness.cluster import Cluster, have_tools
+from harness.replication import Writer, drbd_state, handler_runs
+from harness.vip import Topology, netns_unavailable
 from tests.e2e.writes import check_dir, read_acks
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(150)]

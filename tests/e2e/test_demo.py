@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from tests.e2e.cluster import have_tools
+from harness.cluster import have_tools
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 

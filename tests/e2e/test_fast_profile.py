@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 
 from bot.config import parse_duration
-from tests.e2e.checker import Allowance
-from tests.e2e.cluster import Cluster, have_tools
-from tests.e2e.netns import Topology, netns_unavailable
+from harness.checker import Allowance
+from harness.cluster import Cluster, have_tools
+from harness.vip import Topology, netns_unavailable
 from tests.helpers import wait_for_sync
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]

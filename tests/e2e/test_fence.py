@@ -20,9 +20,9 @@ from pathlib import Path
 import pytest
 
 from bot.lab.cluster import RESOURCE, supervisor_records
-from tests.e2e.checker import Allowance
-from tests.e2e.cluster import Cluster, have_tools
-from tests.e2e.netns import Topology, netns_unavailable
+from harness.checker import Allowance
+from harness.cluster import Cluster, have_tools
+from harness.vip import Topology, netns_unavailable
 from tests.e2e.test_scenarios import SAMPLE, settle
 from tests.helpers import wait_for_sync
 

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.cluster import Cluster, have_tools
-from tests.e2e.netns import Topology, netns_unavailable
+from harness.cluster import Cluster, have_tools
+from harness.vip import Topology, netns_unavailable
 from tests.e2e.test_scenarios import SAFE, allow, settle
 from tests.helpers import wait_for_sync
 

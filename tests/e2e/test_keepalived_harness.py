@@ -9,7 +9,7 @@ import pytest
 
 from bench.keepalived import KeepalivedPair, keepalived_missing, master_down_interval
 from bench.probe import ClientProbe
-from tests.e2e.netns import Topology
+from harness.vip import Topology
 
 pytestmark = pytest.mark.netns
 

@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from tests.e2e.checker import check_exclusive
-from tests.e2e.netns import VIP, Topology, VipSampler, netns_unavailable, parse_addr_dump
+from harness.checker import check_exclusive
+from harness.vip import VIP, Topology, VipSampler, netns_unavailable, parse_addr_dump
 from tests.helpers import wait_for_sync
 
 pytestmark = pytest.mark.netns

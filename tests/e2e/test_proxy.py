@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from tests.e2e.proxy import ProxyProcess, TcpProxy
+from harness.proxy import ProxyProcess, TcpProxy
 from tests.helpers import wait_for
 
 TIMEOUT = 2.0

@@ -18,8 +18,8 @@ import pytest
 
 from ami.client import AmiClient
 from bot.lab.cluster import pid_alive
-from tests.e2e.cluster import Cluster, have_tools
-from tests.e2e.netns import Topology, netns_unavailable
+from harness.cluster import Cluster, have_tools
+from harness.vip import Topology, netns_unavailable
 from tests.e2e.test_scenarios import allow, settle
 from tests.helpers import require_asterisk, wait_for_sync
 

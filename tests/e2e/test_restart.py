@@ -11,7 +11,7 @@ from __future__ import annotations
 import signal
 import time
 
-from tests.e2e.cluster import Cluster
+from harness.cluster import Cluster
 from tests.e2e.test_scenarios import (  # noqa: F401 - the fixture
     LEASE,
     QUIET_OUTAGE,

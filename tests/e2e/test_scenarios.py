@@ -1,6 +1,6 @@
 """End to end: two bots, real Redis, the simulators, the floating IP in namespaces.
 
-Every scenario ends with the independent checker (tests/e2e/checker.py) over
+Every scenario ends with the independent checker (harness/checker.py) over
 what the recorders saw: never two holders of the floating IP, Asterisk or DRBD
 Primary at once, the spans following the lease, and no outage longer than the
 scenario allows. Scenarios in which nothing must happen watch for a fixed,
@@ -23,9 +23,9 @@ import pytest
 
 from bot.lab.cluster import supervisor_records
 from bot.metrics import FAILOVER_REASONS
-from tests.e2e.checker import Allowance
-from tests.e2e.cluster import Cluster, have_tools
-from tests.e2e.netns import Topology, netns_unavailable
+from harness.checker import Allowance
+from harness.cluster import Cluster, have_tools
+from harness.vip import Topology, netns_unavailable
 from tests.e2e.outcome import (
     Snapshot,
     after_takeover,

@@ -14,7 +14,7 @@ from typing import Any
 import jsonschema
 
 from bot.statuscontract import json_schema
-from tests.e2e.cluster import Cluster
+from harness.cluster import Cluster
 from tests.e2e.test_scenarios import cluster, other, settle, status_cli
 from tests.helpers import wait_for_sync
 

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, settings
 
-from tests.fakes import FakeWorld
+from harness.fakes import FakeWorld
 
 # Default: fast enough for every run of the suite. `--hypothesis-profile=thorough`
 # (make bench, manual runs) explores many more schedules.

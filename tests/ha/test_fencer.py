@@ -16,8 +16,8 @@ from bot.agent.fencer import Fencer
 from bot.agent.jobs import Jobs
 from bot.config import Config
 from bot.metrics import Metrics
+from harness.fakes import FakeWorld, drbd_resource
 from tests.actions.helpers import make_config
-from tests.fakes import FakeWorld, drbd_resource
 from tests.helpers import wait_for
 
 MOUNT = "/srv/pbx"

@@ -29,7 +29,7 @@ from bot.config import Config, parse_config
 from bot.ha import HaConfig, HaState, OwnLease
 from bot.metrics import Metrics
 from bot.state import StateDir
-from tests.fakes import FakeWorld
+from harness.fakes import FakeWorld
 from tests.helpers import RedisServer, wait_for
 
 CONFIG = """

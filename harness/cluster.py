@@ -19,11 +19,11 @@ from bot.lab.cluster import RESOURCE
 from bot.lab.cluster import Cluster as LabCluster
 from bot.lab.cluster import Node as Node
 from bot.lab.netns import Topology
-from tests.e2e import recorders, replication
-from tests.e2e.checker import Allowance, Interval, Observations, Verdict, check, merge
-from tests.e2e.netns import VipSampler
-from tests.e2e.proxy import ProxyProcess
-from tests.fakes import FAKES_BIN
+from harness import recorders, replication
+from harness.checker import Allowance, Interval, Observations, Verdict, check, merge
+from harness.fakes import FAKES_BIN
+from harness.proxy import ProxyProcess
+from harness.vip import VipSampler
 
 __all__ = ["Cluster", "Node", "have_tools"]
 
@@ -91,7 +91,7 @@ class Cluster(LabCluster):
 
     def env(self, node: Node) -> dict[str, str]:
         env = super().env(node)
-        env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2])
+        env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1])
         return env
 
     # ------------------------------------------------------------------ partitions

@@ -1,6 +1,6 @@
 """The lab's replication link and a client that writes through the active node's DRBD.
 
-The DRBD stand-in (tests/fakes, ``fake-drbd``) takes its fencing and split-brain
+The DRBD stand-in (harness/fakes, ``fake-drbd``) takes its fencing and split-brain
 policies from the resource file the project ships, so a test of the lab tests the
 shipped settings; the handlers are the bot's own commands, run in the node's
 environment, as DRBD runs them.
@@ -16,12 +16,12 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tests.fakes import FAKES_BIN
+from harness.fakes import FAKES_BIN
 
 if TYPE_CHECKING:
     from bot.lab.cluster import Cluster
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 SHIPPED_RESOURCE = REPO / "deploy" / "drbd" / "pbx.res"
 FAKE_DRBD = FAKES_BIN / "fake-drbd"
 

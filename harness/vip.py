@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from bot.lab.netns import VIP, AddressReader, Topology, netns_unavailable, parse_addr_dump
-from tests.e2e.recorders import PollingSampler
+from harness.recorders import PollingSampler
 
 __all__ = ["VIP", "Topology", "VipSampler", "netns_unavailable", "parse_addr_dump"]
 

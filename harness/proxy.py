@@ -12,7 +12,7 @@ Put one between each bot and Redis, and between the bots (peer channel). Modes:
 
 In-process: ``async with TcpProxy(target_port) as proxy`` (``proxy.port``).
 As a subprocess, which keeps working while the test's event loop is busy:
-``python -m tests.e2e.proxy --listen P --target T --control-port C``, driven
+``python -m harness.proxy --listen P --target T --control-port C``, driven
 by ``ProxyControl(C)`` (a line protocol: ``cut [blackhole|refuse] [reset|freeze]``,
 ``heal``, ``status``).
 """
@@ -33,7 +33,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
-from tests.helpers import free_port, port_open, wait_for_sync
+from bot.lab.cluster import free_port, port_open
+from bot.lab.cluster import wait_until as wait_for_sync
 
 CONNECT_TIMEOUT = 2.0
 CHUNK = 65536
@@ -255,7 +256,7 @@ async def serve(listen: int, target: int, control_port: int, target_host: str) -
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m tests.e2e.proxy", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m harness.proxy", description=__doc__)
     p.add_argument("--listen", type=int, required=True, help="loopback port to listen on")
     p.add_argument("--target", type=int, required=True, help="port to forward to")
     p.add_argument("--target-host", default="127.0.0.1")
@@ -299,7 +300,7 @@ class ProxyControl:
 
 
 class ProxyProcess(ProxyControl):
-    """``python -m tests.e2e.proxy`` as a child process; a context manager that cleans up."""
+    """``python -m harness.proxy`` as a child process; a context manager that cleans up."""
 
     def __init__(self, target_port: int, listen_port: int | None = None, log: Path | None = None):
         super().__init__(free_port())
@@ -309,14 +310,14 @@ class ProxyProcess(ProxyControl):
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> Self:
-        root = Path(__file__).resolve().parents[2]
+        root = Path(__file__).resolve().parents[1]
         out = self.log.open("ab") if self.log else subprocess.DEVNULL
         try:
             self.proc = subprocess.Popen(
                 [
                     sys.executable,
                     "-m",
-                    "tests.e2e.proxy",
+                    "harness.proxy",
                     "--listen",
                     str(self.port),
                     "--target",

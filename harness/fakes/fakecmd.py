@@ -145,7 +145,7 @@ def drbd_state() -> dict[str, Any]:
             for n in names
         },
     }
-    return load(DRBD_DIR, "drbd.json", default)  # type: ignore[no-any-return]
+    return load(DRBD_DIR, "drbd.json", default)
 
 
 def peers_of(res: dict[str, Any]) -> list[dict[str, Any]]:

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Self
 
 from bot.lab.cluster import pid_alive, read_pidfile
-from tests.e2e.checker import Interval, merge
+from harness.checker import Interval, merge
 
 Record = dict[str, Any]
 
