@@ -77,6 +77,7 @@ class Fencer:
         self.retry_interval = retry_interval
         self.incomplete_since: float | None = None  # first failed attempt of this fence
         self.failing = ""  # the steps that failed last, for status and health
+        self._clean_after: int | None = None  # service jobs started before the last complete fence
         self._lock = asyncio.Lock()
 
     @property
@@ -99,9 +100,14 @@ class Fencer:
         """Fence until every step succeeded; True then. False only once ``deadline``
         (this fencer's clock; shutdown) passed with the fence still incomplete.
 
-        ``announce=False``: a check after a completed hand-over, not a self-fence: no
+        ``announce=False`` (a check after a completed hand-over), or a fence with no
+        service job started since the last complete one: not a new self-fence, so no
         alert and not counted, unless it had to retry."""
         async with self._lock:
+            # Nothing that starts a service ran since the last complete fence: this one
+            # only checks again (the HA step and the renewal both fence a lost lease).
+            started = self.jobs.starts(SERVICE_JOBS)
+            repeat = started == self._clean_after
             cancelled = await self.jobs.cancel(SERVICE_JOBS)
             if cancelled:
                 log.warning("fencing: cancelled %s", ", ".join(cancelled))
@@ -110,7 +116,10 @@ class Fencer:
             while True:
                 report = await self.takeover.fence(escalate=attempt > 0)
                 if report.outcome == "succeeded":
-                    self._complete(reason, detail, attempt, announce or attempt > 0)
+                    self._clean_after = started
+                    self._complete(
+                        reason, detail, attempt, (announce and not repeat) or attempt > 0
+                    )
                     return True
                 self.failing = report.reason
                 if self.incomplete_since is None:
@@ -142,7 +151,7 @@ class Fencer:
         self.incomplete_since = None
         self.failing = ""
         if not announce:
-            self.events("stop_fence", f"nothing primary left here: {detail}")
+            self.events("fence_checked", f"fence checked again, nothing primary here: {detail}")
             return
         self.metrics.self_fences.labels(reason=reason).inc()
         self.events("self_fence", f"fenced: {detail}", alert=True)

@@ -19,10 +19,12 @@ class Jobs:
         self._on_done = on_done
         self._all: set[asyncio.Task[Any]] = set()
         self._by_kind: dict[str, asyncio.Task[Any]] = {}
+        self._starts: dict[str, int] = {}  # kind -> how many were started
 
     def start(self, kind: str, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         """A short owned job; its failure is logged, never lost."""
         task = asyncio.create_task(coro, name=kind)
+        self._starts[kind] = self._starts.get(kind, 0) + 1
         self._all.add(task)
         self._by_kind[kind] = task
 
@@ -36,6 +38,10 @@ class Jobs:
 
         task.add_done_callback(done)
         return task
+
+    def starts(self, kinds: Iterable[str]) -> int:
+        """How many jobs of ``kinds`` were ever started."""
+        return sum(self._starts.get(k, 0) for k in kinds)
 
     def running(self, kind: str) -> bool:
         task = self._by_kind.get(kind)

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from bot.lab.cluster import supervisor_records
-from bot.metrics import FAILOVER_REASONS
+from bot.metrics import FAILOVER_REASONS, SELF_FENCE_REASONS
 from harness.checker import Allowance
 from harness.cluster import Cluster, have_tools
 from harness.vip import Topology, netns_unavailable
@@ -426,4 +426,4 @@ def test_primary_cut_from_redis_and_peer_demotes_before_takeover(cluster: Cluste
         assert exits_and_posts[-1]["ok"] is True, exits_and_posts
     else:
         fences = self_fences(old_before, snapshot(old))
-        assert fences == {"lease_expired": 1, "lease_taken": 0, "shutdown": 0, "other": 0}
+        assert fences == {r: (1 if r == "lease_expiring" else 0) for r in SELF_FENCE_REASONS}

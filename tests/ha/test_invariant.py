@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import HealthCheck, Phase, given, settings, target
 from hypothesis import strategies as st
 
 import bot.ha.machine
@@ -41,6 +41,7 @@ def run(sc: Scenario, tmp: Path, **kw: Any) -> World:
 
 def check_no_two_primaries(sc: Scenario, tmp: Path, **kw: Any) -> None:
     world = run(sc, tmp, **kw)
+    target(world.closest_approach(), label="closest approach of two primaries")
     overlaps = world.overlaps()
     assert not overlaps, f"two primaries at real times {overlaps[:3]}"
 
@@ -168,8 +169,8 @@ def test_search_finds_seeded_bug(
     kw = seed.get("world", {})
 
     @settings(
-        max_examples=120,
-        phases=[Phase.generate],
+        max_examples=200,
+        phases=[Phase.generate, Phase.target],
         database=None,
         derandomize=True,
         deadline=None,

@@ -352,6 +352,15 @@ class World:
                     found.append((lo, hi))
         return found
 
+    def closest_approach(self) -> float:
+        """How close the two nodes came to being primary at once: the overlap (> 0) or
+        minus the shortest gap between one's primary time and the other's. The
+        searches steer towards it (hypothesis.target)."""
+        a, b = (self.primary_intervals(n) for n in NODES)
+        return max(
+            (min(a1, b1) - max(a0, b0) for a0, a1 in a for b0, b1 in b), default=-self.sc.horizon
+        )
+
     def primary_from(self, name: str, after: float) -> float | None:
         for t0, t1 in self.primary_intervals(name):
             if t1 > after:
