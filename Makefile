@@ -32,8 +32,8 @@ $(DEB_STAMP): Makefile
 	@mkdir -p .deps && touch $@
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check bot ami rseries tests bench
-	$(VENV)/bin/ruff format --check bot ami rseries tests bench
+	$(VENV)/bin/ruff check bot ami rseries harness tests bench
+	$(VENV)/bin/ruff format --check bot ami rseries harness tests bench
 
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy

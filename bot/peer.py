@@ -149,10 +149,9 @@ class PeerServer:
 
     async def handle(self, body: bytes, signature: str | None) -> tuple[int, dict[str, Any]]:
         """Verify, decide, persist, answer: returns (HTTP status, JSON object)."""
-        if not signature:
-            return 401, {"error": f"missing {SIGNATURE_HEADER} header"}
-        if not verify(self._secret, body, signature):
-            return 403, {"error": "bad signature"}
+        refused = self._authentic(body, signature)
+        if refused is not None:
+            return refused
         try:
             msg = _parse_heartbeat(body)
         except ValueError as exc:
@@ -161,13 +160,9 @@ class PeerServer:
         if peer not in self._peers:
             return 403, {"error": f"unknown node {peer!r}"}
         async with self._lock:
-            now_wall = self._wall()
-            self._expire(now_wall)
-            if abs(now_wall - sent_wall) > self._max_skew:
-                return 409, {"error": "stale heartbeat: timestamp outside the replay window"}
-            if nonce in self._nonces or sent_wall <= self._floor:
-                return 409, {"error": "replayed heartbeat"}
-            self._remember(nonce, sent_wall)
+            refused = self._fresh(nonce, sent_wall, "heartbeat")
+            if refused is not None:
+                return refused
             self.last_seen[peer] = self._clock()
             refusal = self._may_promise(peer, epoch)
             if refusal is not None:
@@ -194,10 +189,9 @@ class PeerServer:
         """The peer's fence-peer handler: outdate this node's data, durably, or refuse."""
         if self._outdate is None:
             return 404, {"error": "no DRBD resource on this node"}
-        if not signature:
-            return 401, {"error": f"missing {SIGNATURE_HEADER} header"}
-        if not verify(self._secret, body, signature):
-            return 403, {"error": "bad signature"}
+        refused = self._authentic(body, signature)
+        if refused is not None:
+            return refused
         try:
             peer, resource, nonce, sent_wall = _parse_outdate(body)
         except ValueError as exc:
@@ -205,13 +199,9 @@ class PeerServer:
         if peer not in self._peers:
             return 403, {"error": f"unknown node {peer!r}"}
         async with self._lock:
-            now_wall = self._wall()
-            self._expire(now_wall)
-            if abs(now_wall - sent_wall) > self._max_skew:
-                return 409, {"error": "stale request: timestamp outside the replay window"}
-            if nonce in self._nonces or sent_wall <= self._floor:
-                return 409, {"error": "replayed request"}
-            self._remember(nonce, sent_wall)
+            refused = self._fresh(nonce, sent_wall, "request")
+            if refused is not None:
+                return refused
         try:
             answer = await self._outdate(peer, resource, sent_wall)
         except Exception as exc:  # the answer must say "not outdated", never crash the API
@@ -224,6 +214,25 @@ class PeerServer:
             "primary": bool(answer.primary),
             "reason": str(answer.reason)[:300],
         }
+
+    def _authentic(self, body: bytes, signature: str | None) -> tuple[int, dict[str, Any]] | None:
+        """The refusal of a request not signed with the cluster secret (None: signed)."""
+        if not signature:
+            return 401, {"error": f"missing {SIGNATURE_HEADER} header"}
+        if not verify(self._secret, body, signature):
+            return 403, {"error": "bad signature"}
+        return None
+
+    def _fresh(self, nonce: str, sent_wall: float, what: str) -> tuple[int, dict[str, Any]] | None:
+        """Under the lock: the refusal of a stale or replayed request, else remember it."""
+        now_wall = self._wall()
+        self._expire(now_wall)
+        if abs(now_wall - sent_wall) > self._max_skew:
+            return 409, {"error": f"stale {what}: timestamp outside the replay window"}
+        if nonce in self._nonces or sent_wall <= self._floor:
+            return 409, {"error": f"replayed {what}"}
+        self._remember(nonce, sent_wall)
+        return None
 
     def _remember(self, nonce: str, sent_wall: float) -> None:
         self._nonces[nonce] = sent_wall

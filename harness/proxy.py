@@ -33,7 +33,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
-from bot.lab.cluster import free_port, port_open
+from bot.lab.cluster import end_process, free_port, port_open
 from bot.lab.cluster import wait_until as wait_for_sync
 
 CONNECT_TIMEOUT = 2.0
@@ -338,13 +338,7 @@ class ProxyProcess(ProxyControl):
         return self
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        end_process(self.proc)
         self.proc = None
 
     def __enter__(self) -> Self:

@@ -59,6 +59,18 @@ class WaitTimeout(AssertionError, TimeoutError):
     """A bounded wait ran out: a timeout to the lab's callers, a failure to a test."""
 
 
+def end_process(proc: subprocess.Popen[Any] | None, grace: float = 5.0) -> None:
+    """SIGTERM, then SIGKILL after ``grace`` seconds; always reaped."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(grace)
+
+
 def wait_until(
     predicate: Callable[[], bool], within: float, what: str = "condition", interval: float = 0.02
 ) -> None:
@@ -149,13 +161,7 @@ class RedisProcess:
         self.proc = None
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        end_process(self.proc)
         self.proc = None
 
     def restart(self) -> None:
