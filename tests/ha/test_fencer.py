@@ -144,3 +144,55 @@ async def test_every_step_runs_again_on_a_second_fence(tmp_path: Path, world: Fa
     before = len(world.calls("fake-service"))
     assert await rig.fencer.fence("other", "second") is True
     assert len(world.calls("fake-service")) > before, "the second fence skipped its steps"
+
+
+def self_fences(rig: Rig, reason: str) -> float:
+    return rig.fencer.metrics.self_fences.labels(reason=reason)._value.get()
+
+
+async def test_a_second_fence_with_no_service_started_since_is_a_check(
+    tmp_path: Path, world: FakeWorld
+) -> None:
+    world.set_drbd({"r0": drbd_resource(device="/dev/drbd0")})
+    rig = Rig(make_config(tmp_path))
+    # The renewal and the HA step both fence one lost lease: one self-fence.
+    assert await rig.fencer.fence("lease_expiring", "renewal failed")
+    assert await rig.fencer.fence("lease_expiring", "lease lost")
+    assert rig.kinds() == ["self_fence", "fence_checked"]
+    assert self_fences(rig, "lease_expiring") == 1
+    # A service job started since: the next fence is a new self-fence.
+    await rig.jobs.start("promote", asyncio.sleep(0))
+    assert await rig.fencer.fence("lease_expiring", "lease lost again")
+    assert rig.kinds() == ["self_fence", "fence_checked", "self_fence"]
+    assert self_fences(rig, "lease_expiring") == 2
+
+
+async def test_the_check_after_a_hand_over_is_not_announced(
+    tmp_path: Path, world: FakeWorld
+) -> None:
+    world.set_drbd({"r0": drbd_resource(device="/dev/drbd0")})
+    rig = Rig(make_config(tmp_path))
+    assert await rig.fencer.fence("stopped", "the bot is stopping", announce=False)
+    assert rig.kinds() == ["fence_checked"]
+    assert self_fences(rig, "stopped") == 0
+
+
+async def test_finish_lets_event_writes_end_and_cancels_the_hung_ones() -> None:
+    jobs = Jobs(on_done=lambda kind: None)
+    written: list[str] = []
+
+    async def write(text: str, hang: bool) -> None:
+        if hang:
+            await asyncio.Event().wait()
+        await asyncio.sleep(0)
+        written.append(text)
+
+    quick = jobs.start("event-1", write("handed over", hang=False))
+    hung = jobs.start("event-2", write("never", hang=True))
+    other = jobs.start("promote", asyncio.Event().wait())
+    await jobs.finish("event-", within=0.2)
+    assert written == ["handed over"] and quick.done() and not quick.cancelled()
+    assert hung.cancelled()
+    assert not other.done()  # only the event writes
+    other.cancel()
+    await asyncio.gather(other, return_exceptions=True)
