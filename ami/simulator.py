@@ -154,8 +154,12 @@ class AsteriskSimulator:
         write: Collection[str] | None = None,
         sip_listen: Callable[[], socket.socket] | None = None,
         read: Collection[str] | None = None,
+        dialplan_file: Path | None = None,
     ) -> None:
-        """``sip_listen`` makes a bound TCP socket (e.g. port 5060 in the node's network
+        """``dialplan_file``: JSON ``{context: {exten: outcome}}`` read at each call, over the
+        built-in dialplan; both lab nodes can name one file, as two PBXs share a dialplan
+        (a broken test extension fails the test call on either node, across restarts).
+        ``sip_listen`` makes a bound TCP socket (e.g. port 5060 in the node's network
         namespace): it listens from FullyBooted until the stop, and every connection is
         accepted and closed, so a client can see when this "Asterisk" serves."""
         self.host = host
@@ -177,6 +181,7 @@ class AsteriskSimulator:
         self.max_frame = max_frame
         self.clock = clock
         self.sip_listen = sip_listen
+        self.dialplan_file = dialplan_file
         self._sip: asyncio.Server | None = None
         self.span_alarms: dict[int, str] = {}
         self.channels: dict[str, _Channel] = {}
@@ -716,13 +721,34 @@ class AsteriskSimulator:
         else:
             s.send([*err, ("Message", "Originate failed")])
 
+    def _dialplan(self) -> dict[str, dict[str, str]]:
+        plan = {context: dict(extens) for context, extens in DIALPLAN.items()}
+        if self.dialplan_file is None:
+            return plan
+        try:
+            shared = json.loads(self.dialplan_file.read_text())
+        except FileNotFoundError:
+            return plan
+        except (OSError, ValueError) as exc:
+            log.warning("dialplan file %s unreadable, ignored: %s", self.dialplan_file, exc)
+            return plan
+        if not isinstance(shared, dict):
+            log.warning("dialplan file %s is not a JSON object, ignored", self.dialplan_file)
+            return plan
+        for context, extens in shared.items():
+            if isinstance(extens, dict):
+                plan.setdefault(str(context), {}).update(
+                    {str(k): str(v) for k, v in extens.items() if v in OUTCOME_CODES}
+                )
+        return plan
+
     def _outcome(self, channel: str) -> str:
         if self.testcall_mode != "dialplan":
             return self.testcall_mode
         tech, _, resource = channel.partition("/")
         if tech.lower() == "local":
             exten, _, context = resource.partition("@")
-            return DIALPLAN.get(context or "default", {}).get(exten, "fail")
+            return self._dialplan().get(context or "default", {}).get(exten, "fail")
         if tech.upper() == "DAHDI":
             up = [n for n in range(1, self.nspans + 1) if n not in self.span_alarms]
             return "answer" if up else "congestion"

@@ -331,7 +331,8 @@ class Simulator:
         ``drop`` link [seconds: restore after]; ``restore`` link; ``garbage`` link
         bytes (a count of random bytes, or a latin-1 string); ``delay`` link
         seconds (answers on that link come late); ``lock``/``unlock``; ``button``;
-        ``power_cycle`` [off: seconds]; ``state``."""
+        ``power_cycle`` [off: seconds]; ``route`` link host (a ``ROUTE`` that host sent
+        from elsewhere, e.g. an operator's console: its answer goes nowhere); ``state``."""
         name = cmd.get("cmd")
         now = self._clock()
         if name == "stall":
@@ -373,6 +374,13 @@ class Simulator:
             self._emit(self.appliance.set_lock(name == "lock", now))
         elif name == "button":
             self._emit(self.appliance.button(now))
+        elif name == "route":
+            (link,) = self._link_arg(cmd)
+            event = p.parse_command_line(f"ROUTE {cmd.get('host', '')}".encode())
+            if not isinstance(event, p.Command):
+                raise ValueError("route needs a host, A or B")
+            answers = self.appliance.handle(link, event, now)
+            self._emit([out for out in answers if not out.response])
         elif name == "power_cycle":
             self._emit(self.appliance.power_off(now))
             off = float(cmd.get("off", 0.1))

@@ -42,7 +42,18 @@ def pytest_runtest_makereport(
     item: pytest.Item, call: pytest.CallInfo[None]
 ) -> Generator[None, Any, None]:
     outcome = yield
-    _fail_skip_in_ci(outcome.get_result())
+    report = outcome.get_result()
+    _fail_skip_in_ci(report)
+    if report.failed:
+        _attach_cluster_logs(item, report)
+
+
+def _attach_cluster_logs(item: pytest.Item, report: pytest.TestReport) -> None:
+    # A failed end-to-end wait says only what it waited for; the bots' own logs say why.
+    for value in getattr(item, "funcargs", {}).values():
+        logs_tail = getattr(value, "logs_tail", None)
+        if callable(logs_tail):
+            report.sections.append(("cluster logs (last lines of each bot)", logs_tail()))
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -78,7 +78,9 @@ class Executor:
         self.table: dict[ActionKind, Handler] = {
             "acquire": self._acquire,
             "adopt": lambda a: self._job(a, self.keeper.adopt(int(a.args["epoch"]))),
-            "promote": lambda a: self._job(a, self._promote(int(a.args["epoch"]))),
+            "promote": lambda a: self._job(
+                a, self._promote(int(a.args["epoch"]), bool(a.args.get("only_node", True)))
+            ),
             "demote": lambda a: self._job(a, self._demote(a.args.get("drain"), a.args.get("to"))),
             "fence": lambda a: self._job(a, self._fence(str(a.args.get("reason", "")))),
             "release": lambda a: self._job(a, self.keeper.release(_node(a.args.get("to")))),
@@ -131,9 +133,7 @@ class Executor:
 
     # ------------------------------------------------------------------ handlers that take time
 
-    async def _promote(self, epoch: int) -> None:
-        peer_rec = self.observer.peer_record()
-        only_one = not (peer_rec and peer_rec.healthy and peer_rec.ready)
+    async def _promote(self, epoch: int, only_one: bool) -> None:
         reason = self._acquire_reason
         self.metrics.failovers.labels(reason=reason).inc()
         self.events("failover_started", f"takeover started, epoch {epoch} ({reason})", alert=True)

@@ -37,7 +37,7 @@ from bot.agent.inbox import Inbox
 from bot.agent.jobs import Jobs
 from bot.agent.lease import LeaseKeeper
 from bot.agent.observer import Observer
-from bot.agent.reporter import NodeView, Reporter, TakeoverLog
+from bot.agent.reporter import NodeView, Reporter, TakeoverLog, reason_changed
 from bot.api import create_app, start_api
 from bot.boottime import boottime
 from bot.bus import Bus, BusError
@@ -189,6 +189,9 @@ class Agent:
                 lease_valid=lambda: self.keeper.valid(),
                 on_step=self.takeovers.on_step,
                 spans_up=self.health.spans_up,
+                test_call=self.health.place_test_call
+                if cfg.test_call is not None and self.ami is not None
+                else None,
                 fence_peer=lambda: self.keeper.fence_peer(),
             )
         )
@@ -223,6 +226,7 @@ class Agent:
             ami_configured=self.ami is not None,
             routed_at=lambda: self.executor.routed_at,
             started_at=self.started_at,
+            failed_holddown=cfg.cluster.failed_holddown,
         )
         self.reporter = Reporter(
             cfg,
@@ -471,9 +475,9 @@ class Agent:
             if self.on_state is not None:
                 self.on_state(self.ha)
             self.reporter.observed(self.ha, obs)
-            if reason != self._last_reason:
+            if reason_changed(self._last_reason, reason):
                 log.info("%s", reason)
-                self._last_reason = reason
+            self._last_reason = reason
             self.reporter.track_role(self.ha, old_role, reason)
             for action in actions:
                 self.executor.execute(action)
@@ -515,7 +519,12 @@ class Agent:
 
     async def _rseries_notes(self) -> None:
         assert self.pstn is not None
-        causes = {"watchdog": "WATCHDOG", "button": "BUTTON", "poweron": "POWERON"}
+        causes = {
+            "watchdog": "WATCHDOG",
+            "button": "BUTTON",
+            "poweron": "POWERON",
+            "command": "COMMAND",
+        }
         async for note in self.pstn.observations():
             cause = causes.get(note.kind)
             self.events("rseries", f"appliance: {note.line}", active=note.active)

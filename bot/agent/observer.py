@@ -55,6 +55,7 @@ class Observer:
         ami_configured: bool,
         routed_at: Callable[[], float | None],
         started_at: float,
+        failed_holddown: float,
     ) -> None:
         self.me = me
         self.peer_id = peer_id
@@ -69,6 +70,7 @@ class Observer:
         self.ami_configured = ami_configured
         self.routed_at = routed_at
         self.started_at = started_at
+        self.failed_holddown = failed_holddown
         self.probe_now = asyncio.Event()
         # What the last cycle saw; the reporter and the executor read these.
         self.last_lease: LeaseRead | None = None
@@ -162,6 +164,7 @@ class Observer:
             ready=bool(peer_rec and peer_rec.ready),
             reachable=peer_rec is not None or keeper.peer_reachable,
             epoch=peer_rec.epoch if peer_rec else None,
+            test_call_failed=test_call_failed(peer_rec, self.failed_holddown),
             promise_valid_until=keeper.promise_until,
         )
         services = LocalServices(
@@ -199,6 +202,22 @@ class Observer:
 
     def peer_record(self) -> NodeRecord | None:
         return self.records.get(self.peer_id) if self.peer_id else None
+
+
+def test_call_failed(record: NodeRecord | None, within: float) -> bool:
+    """Did the node's last test call fail, ``within`` seconds before its record was written?
+
+    Both times are the writer's own wall clock, so the two nodes' clocks never meet.
+    """
+    if record is None:
+        return False
+    asterisk = record.extra.get("asterisk")
+    if not isinstance(asterisk, dict):
+        return False
+    last, at = asterisk.get("last_test_call"), asterisk.get("last_test_call_at")
+    if not isinstance(last, dict) or not isinstance(at, int | float):
+        return False
+    return last.get("outcome") != "answered" and 0.0 <= record.last_seen - at <= within
 
 
 async def _nothing() -> None:

@@ -33,6 +33,13 @@ from rseries.driver import RSeriesLink
 log = logging.getLogger(__name__)
 
 RECORD_INTERVAL = 1.0
+_NUMBER = re.compile(r"\d+(?:\.\d+)?")
+
+
+def reason_changed(previous: str, reason: str) -> bool:
+    """A decision is logged when it changes, not when only its countdown does: "waiting
+    2.8 s more" each cycle would bury the log lines an operator needs."""
+    return _NUMBER.sub("#", previous) != _NUMBER.sub("#", reason)
 
 
 class TakeoverLog:

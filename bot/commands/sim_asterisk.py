@@ -84,6 +84,12 @@ def register_simulate(simsub: argparse._SubParsersAction) -> None:
     p.add_argument("--daemon", action="store_true", help="run in the background (needs --pidfile)")
     p.add_argument("--pidfile", metavar="F", help="write the process id here")
     p.add_argument("--record", metavar="FILE", help="append lifetime events as JSON lines")
+    p.add_argument(
+        "--dialplan-file",
+        metavar="FILE",
+        help='JSON {"context": {"exten": "answer|busy|congestion|noanswer|fail"}} read at '
+        "each call, over the built-in test dialplan (a dialplan both lab nodes share)",
+    )
     p.set_defaults(handler=_run)
 
     s = simsub.add_parser("asterisk-stop", help="stop a daemonised simulator")
@@ -163,6 +169,7 @@ async def _serve(args: argparse.Namespace, secret: str) -> int:
         write=args.write.split(",") if args.write else None,
         sip_listen=_sip_listener(args.sip_port, args.sip_netns) if args.sip_port else None,
         read=args.read.split(",") if args.read else None,
+        dialplan_file=Path(args.dialplan_file) if args.dialplan_file else None,
     )
     ari: AriSimulator | None = None
     if args.ari_port is not None:

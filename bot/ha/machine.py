@@ -46,7 +46,7 @@ def step(state: HaState, obs: Observation, now: float) -> tuple[HaState, list[Ac
         s = track_lease(s, obs.lease, obs.redis_run_id, now)
     if is_holder(s):
         s, pre = _refresh_holder(s, obs)
-    pre += _rseries_actions(s, obs)
+    pre += _rseries_actions(s, obs, now)
     decision = _HANDLERS[s.role](s, obs, now)
     s = replace(s, **decision.updates) if decision.updates else s
     if decision.event is not None:
@@ -119,7 +119,10 @@ def _pause_actions(obs: Observation) -> list[Action]:
     return [] if obs.persisted_paused else [Action.of("persist_pause", paused=True)]
 
 
-def _peer_eligible(s: HaState, obs: Observation) -> tuple[bool, str]:
+def _peer_eligible(s: HaState, obs: Observation, *, asked: bool = False) -> tuple[bool, str]:
+    """Could the peer serve instead of this node? Its own record's flags are not enough:
+    a failed or cordoned node still reports itself healthy and ready. ``asked``: an
+    operator's switchover, who may know that the peer's failed test call is fixed."""
     peer = obs.peer
     name = s.cfg.peer or "peer"
     if not peer.reachable:
@@ -128,12 +131,16 @@ def _peer_eligible(s: HaState, obs: Observation) -> tuple[bool, str]:
         return False, f"{name} not healthy and ready"
     if name in obs.controls.cordoned or name in obs.controls.failed:
         return False, f"{name} is cordoned or failed"
+    if peer.role in ("failed", "cordoned", "fencing"):
+        return False, f"{name} is {peer.role}"
     if name in obs.controls.outdated:
         return False, f"{name} is outdated"
+    if peer.test_call_failed and not asked:
+        return False, f"{name}'s own last test call failed too"
     return True, f"{name} ready"
 
 
-def _rseries_actions(s: HaState, obs: Observation) -> list[Action]:
+def _rseries_actions(s: HaState, obs: Observation, now: float) -> list[Action]:
     note = obs.rseries_notification
     if note is None:
         return []
@@ -149,6 +156,17 @@ def _rseries_actions(s: HaState, obs: Observation) -> list[Action]:
         ]
     if note.cause == "WATCHDOG":
         return [_alert("rseries", f"appliance watchdog made host {note.active} active")]
+    if note.cause == "COMMAND" and not mine and s.role == "primary" and acts_as_primary(s, now):
+        # Another host sent ROUTE (a stale peer, an operator's console): the spans must
+        # follow the lease. The route is checked against the lease again before it is sent.
+        return [
+            Action.of("route_spans"),
+            _alert(
+                "rseries",
+                f"spans moved to host {note.active} by a ROUTE from there while "
+                f"{s.cfg.node_id} holds the lease: routing them back",
+            ),
+        ]
     return []
 
 
@@ -282,10 +300,14 @@ def _standby(s: HaState, obs: Observation, now: float) -> _Decision:
             }
             if s.acquiring_released:
                 updates["holddown_until"] = now + cfg.failover_holddown
+            peer_ok, _ = _peer_eligible(s, obs)
             return _Decision(
                 f"promoting: took the lease, epoch {own.epoch}",
                 "lease_acquired",
-                [Action.of("record_epoch", epoch=own.epoch), Action.of("promote", epoch=own.epoch)],
+                [
+                    Action.of("record_epoch", epoch=own.epoch),
+                    Action.of("promote", epoch=own.epoch, only_node=not peer_ok),
+                ],
                 updates,
             )
         return _Decision(
@@ -398,6 +420,7 @@ def _primary(s: HaState, obs: Observation, now: float) -> _Decision:
     peer_ok, peer_why = _peer_eligible(s, obs)
     peer = cfg.peer
     controls = obs.controls if obs.lease_read_ok else None
+    asked_ok, asked_why = _peer_eligible(s, obs, asked=True)
     if controls is not None and me in controls.cordoned:
         if peer_ok:
             return _handover(s, "cordon", f"cordoned: handing over to {peer}", peer, 0.0)
@@ -410,11 +433,11 @@ def _primary(s: HaState, obs: Observation, now: float) -> _Decision:
                 None,
                 [Action.of("clear_switchover", outcome="done")],
             )
-        if target == peer and peer_ok:
+        if target == peer and asked_ok:
             return _handover(
                 s, "switchover", f"switchover to {target}", target, controls.switchover_drain
             )
-        why = peer_why if target == peer else f"{target} is not a node of this cluster"
+        why = asked_why if target == peer else f"{target} is not a node of this cluster"
         return _Decision(
             f"primary: switchover to {target} refused: {why}",
             None,

@@ -143,6 +143,9 @@ class PeerView:
     ready: bool = False
     reachable: bool = False
     epoch: int | None = None
+    # The peer's own last test call failed, not longer ago than cluster.failed_holddown:
+    # a fault both nodes may share (a broken test extension in a common dialplan).
+    test_call_failed: bool = False
     # A promise the peer gave us, counted from when we sent the heartbeat (primary side).
     promise_valid_until: float | None = None
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -41,10 +42,39 @@ SIP_PORT = 5060
 EXAMPLES = Path(__file__).resolve().parents[2] / "deploy" / "examples"
 
 
+_EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+_LOWEST_LAB_PORT = 20000
+_handed_out: set[int] = set()
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(_EPHEMERAL_RANGE.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A loopback port free now and outside the kernel's ephemeral range.
+
+    A port the kernel handed out for ``bind(0)`` can be taken by any outgoing connection
+    (the lab's own pollers open hundreds a minute) before the part it is meant for binds
+    it, seconds later. Ports below the ephemeral range are never used for that.
+    """
+    high = _ephemeral_low()
+    for _ in range(200):
+        port = random.randrange(_LOWEST_LAB_PORT, high) if high > _LOWEST_LAB_PORT + 100 else 0
+        if port in _handed_out:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            found = int(s.getsockname()[1])
+        _handed_out.add(found)
+        return found
+    raise RuntimeError("no free loopback port below the ephemeral range")
 
 
 def port_open(port: int) -> bool:
@@ -289,6 +319,8 @@ class Cluster:
         self.redis = RedisProcess(self.dir / "redis")
         self.rseries_control = free_port()
         self.rseries_log = self.dir / "rseries.jsonl"
+        # The simulated nodes' shared dialplan overrides (ami.simulator): absent = built-in.
+        self.dialplan_file = self.dir / "dialplan.json"
         self.rseries: subprocess.Popen[bytes] | None = None
         self.drbd_dir = self.dir / "drbd"
         self.bin = self.dir / "bin"
@@ -352,7 +384,8 @@ class Cluster:
                       str(self.boot_delay), "--spans", "2", "--username", "failover",
                       "--secret-file", secret, "--control-port", str(node.ami_control),
                       "--ari-port", str(node.ari_port), "--ari-password-file", ari_password,
-                      "--daemon", "--pidfile", pidfile, "--record", str(node.asterisk_record)],
+                      "--daemon", "--pidfile", pidfile, "--record", str(node.asterisk_record),
+                      "--dialplan-file", str(self.dialplan_file)],
             "stop": [*sim, "asterisk-stop", "--pidfile", pidfile],
             "kill": [*sim, "asterisk-stop", "--pidfile", pidfile, "--kill"],
             "status": [*sim, "asterisk-status", "--pidfile", pidfile],
@@ -552,7 +585,16 @@ class Cluster:
         return found[-1]
 
     def wait_role(self, node_id: str, role: str, within: float = 30.0) -> None:
-        wait_until(lambda: self.nodes[node_id].role() == role, within, f"{node_id} {role}")
+        seen: list[str | None] = [None]
+
+        def has_role() -> bool:
+            seen[0] = self.nodes[node_id].role()
+            return seen[0] == role
+
+        try:
+            wait_until(has_role, within, f"{node_id} {role}")
+        except WaitTimeout as exc:
+            raise WaitTimeout(f"{exc} (last seen: {seen[0]})") from None
 
     def holds_vip(self, node_id: str) -> bool:
         if self.topology is None:
@@ -572,10 +614,12 @@ class Cluster:
         return time.monotonic()
 
     def logs_tail(self, lines: int = 40) -> str:
+        """The last ``lines`` lines of each bot's log, without the AMI link's reconnect chatter."""
         out = []
         for node in self.nodes.values():
             if node.bot_log.exists():
-                tail = node.bot_log.read_text(errors="replace").splitlines()[-lines:]
+                text = node.bot_log.read_text(errors="replace").splitlines()
+                tail = [line for line in text if " ami.client: " not in line][-lines:]
                 out.append(f"\n--- {node.id} bot log ---\n" + "\n".join(tail))
         return "".join(out)
 

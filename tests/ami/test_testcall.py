@@ -108,3 +108,21 @@ async def test_without_read_call_no_originate_response_arrives(make_client) -> N
         assert "`read = call`" in result.reason
     finally:
         await sim.stop()
+
+
+async def test_a_shared_dialplan_file_is_read_at_each_call(
+    sim: AsteriskSimulator, make_client, tmp_path
+) -> None:
+    c = make_client(sim, ping_interval=5.0)
+    await c.start()
+    await c.wait_fully_booted(3)
+    sim.dialplan_file = tmp_path / "dialplan.json"
+    assert (await run_test_call(c, CallCfg(timeout=1))).outcome == "answered"  # no file yet
+    sim.dialplan_file.write_text('{"test": {"100": "congestion", "101": "bogus"}}')
+    assert (await run_test_call(c, CallCfg(timeout=1))).outcome == "congestion"
+    unknown = await run_test_call(c, CallCfg(channel="Local/101@test", timeout=1))
+    assert unknown.outcome == "failed"  # an outcome the simulator does not know is ignored
+    sim.dialplan_file.write_text("{not json")
+    assert (await run_test_call(c, CallCfg(timeout=1))).outcome == "answered"
+    sim.dialplan_file.unlink()
+    assert (await run_test_call(c, CallCfg(timeout=1))).outcome == "answered"

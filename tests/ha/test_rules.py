@@ -21,8 +21,9 @@ from bot.ha import (
     lease_valid_until,
     may_promise,
     renewal_decision,
+    step,
 )
-from tests.ha.helpers import CFG, OWN, T, holder_obs, obs, run, state
+from tests.ha.helpers import CFG, OWN, PEER_OK, T, holder_obs, obs, run, state
 
 HELD_BY_B = LeaseView("b", 7, T + 2.0, expires_not_before=T + 1.99)
 
@@ -296,3 +297,68 @@ def test_ha_config_from_config(tmp_path: Path) -> None:
     ha = HaConfig.from_config(cfg)
     assert (ha.node_id, ha.peers, ha.lease_ttl, ha.preferred_primary) == ("a", ("b",), 4.0, "a")
     assert (ha.restart_attempts, ha.rseries_host, ha.acquire_timeout) == (1, "A", 2.0)
+
+
+def test_spans_moved_away_by_a_command_are_routed_back_by_the_primary() -> None:
+    note = RSeriesNotification("COMMAND", "B")
+    after, kinds, _ = run(state("primary"), holder_obs(rseries_notification=note))
+    assert kinds == ["route_spans", "alert"] and after.role == "primary"
+
+
+@pytest.mark.parametrize("active", ["A", "B"])
+def test_a_command_is_not_fought_by_a_node_that_is_not_serving(active: str) -> None:
+    note = RSeriesNotification("COMMAND", active)
+    s, _, _ = run(_standby(), obs(lease=HELD_BY_B))
+    after, kinds, _ = run(s, obs(lease=HELD_BY_B, rseries_notification=note))
+    assert kinds == [] and after.role == "standby"
+
+
+def test_the_primary_own_route_is_not_routed_again() -> None:
+    note = RSeriesNotification("COMMAND", "A")
+    _, kinds, _ = run(state("primary"), holder_obs(rseries_notification=note))
+    assert kinds == []
+
+
+# ----------------------------------------------------------------- a fault both nodes share
+
+PEER_FAILED_TEST_CALL = replace(PEER_OK, test_call_failed=True)
+
+
+def _promote_args(peer: PeerView, **kw: object) -> dict[str, object]:
+    s = _standby(acquiring_since=T, acquiring_released=True)
+    _, actions, _ = step(s, obs(own_lease=OwnLease(6, T), peer=peer, **kw), T)  # type: ignore[arg-type]
+    (promote,) = [a for a in actions if a.kind == "promote"]
+    return dict(promote.args)
+
+
+@pytest.mark.parametrize(
+    ("peer", "controls", "only_node"),
+    [
+        (PEER_OK, ControlsView(), False),
+        (PeerView(node_id="b"), ControlsView(), True),  # unreachable
+        (PEER_FAILED_TEST_CALL, ControlsView(), True),  # the old primary failed the same way
+        (replace(PEER_OK, role="failed"), ControlsView(), True),  # says healthy, is failed
+        (replace(PEER_OK, role="cordoned"), ControlsView(), True),
+        (PEER_OK, ControlsView(failed=frozenset({"b"})), True),
+        (PEER_OK, ControlsView(outdated=frozenset({"b"})), True),
+    ],
+)
+def test_the_takeover_knows_whether_it_is_the_only_node_that_can_serve(
+    peer: PeerView, controls: ControlsView, only_node: bool
+) -> None:
+    assert _promote_args(peer, controls=controls)["only_node"] is only_node
+
+
+def test_a_primary_whose_test_call_fails_keeps_serving_when_the_peer_failed_it_too() -> None:
+    sick = {"healthy": False, "health_reasons": ("2 test calls failed in a row",)}
+    _, kinds, why = run(state("primary"), holder_obs(**sick, peer=PEER_FAILED_TEST_CALL))
+    assert "demote" not in kinds and kinds[0] == "restart_asterisk"
+    assert "b's own last test call failed too" in why
+    _, kinds, _ = run(state("primary"), holder_obs(**sick, peer=PEER_OK))
+    assert kinds == ["demote"]
+
+
+def test_an_operator_may_switch_over_to_a_peer_whose_test_call_failed() -> None:
+    o = holder_obs(controls=ControlsView(switchover_to="b"), peer=PEER_FAILED_TEST_CALL)
+    after, kinds, _ = run(state("primary"), o)
+    assert after.role == "demoting" and kinds == ["demote"]

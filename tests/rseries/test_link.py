@@ -254,3 +254,19 @@ async def test_power_cycle_is_reported(link_a: RSeriesLink, sim: Simulator) -> N
     watcher.cancel()
     assert link_a.state is not None and link_a.state.active == "A"
     assert (await link_a.status()).active == "A"
+
+
+async def test_a_route_sent_by_the_other_host_is_a_command_notification(
+    link_a: RSeriesLink, sim: Simulator
+) -> None:
+    await link_a.status()
+    notes: list[Notification] = []
+    watcher = collect(link_a, notes)
+    answer = await ctl(sim, cmd="route", link="b", host="B")
+    assert answer["active"] == "B"
+    await wait_for(lambda: any(n.cause == "COMMAND" for n in notes), 2, what="CAUSE=COMMAND")
+    watcher.cancel()
+    assert [(n.active, n.cause) for n in notes] == [("B", "COMMAND")]
+    assert sim.control_port is not None
+    refused = await control(sim.control_port, {"cmd": "route", "link": "b", "host": "C"})
+    assert refused["ok"] is False and "A or B" in str(refused["error"])
