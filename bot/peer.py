@@ -61,7 +61,7 @@ def verify(secret: Secret, body: bytes, signature: str) -> bool:
 class PromiseStore(Protocol):
     """The node's state directory (``bot.state.StateDir``)."""
 
-    def give_promise(self, peer: str, until_boottime: float) -> None: ...
+    async def give_promise_off_loop(self, peer: str, until_boottime: float) -> None: ...
 
     def promise_until(self) -> float | None: ...
 
@@ -123,12 +123,8 @@ class PeerServer:
         wall_clock: Callable[[], float] = time.time,
         max_skew: float = 30.0,
         nonce_capacity: int = 4096,
-        offload: bool = False,
         outdate: Outdater | None = None,
     ) -> None:
-        """``offload``: persist in a worker thread.  Only for a store that is safe to
-        call from another thread; ``StateDir`` is written from the loop elsewhere, so
-        by default the (small, fsync'd) write runs inline, never beside another."""
         self.node_id = node_id
         self._secret = secret
         self._peers = frozenset(peers)
@@ -139,7 +135,6 @@ class PeerServer:
         self._wall = wall_clock
         self._max_skew = max_skew
         self._capacity = nonce_capacity
-        self.offload = offload
         self._outdate = outdate
         self._nonces: OrderedDict[str, float] = OrderedDict()
         # Evicting a nonce raises this floor, so an evicted nonce cannot be replayed.
@@ -170,10 +165,7 @@ class PeerServer:
             # Counted from after receipt: never shorter than the sender's view.
             until = self._clock() + self._lease_ttl
             try:
-                if self.offload:
-                    await asyncio.to_thread(self._store.give_promise, peer, until)
-                else:
-                    self._store.give_promise(peer, until)
+                await self._store.give_promise_off_loop(peer, until)
             except Exception as exc:
                 log.error("could not persist the promise to %s: %s", peer, type(exc).__name__)
                 return 200, {

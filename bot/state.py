@@ -14,10 +14,12 @@ damaged files are kept aside (``*.corrupt``) for the operator.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
 import re
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +55,13 @@ class StateDir:
         self._promise_until: float | None = None
         self._promise_boot: str | None = None
         self.load_error: StateError | None = None
+        # Each change bumps the generation; a write carries the generation of the snapshot
+        # it holds, and an older snapshot never replaces a newer one on disk (writes from
+        # the loop and from a worker thread may cross).
+        self._generation = 0
+        self._written_generation = 0
+        self._promise_generation = 0
+        self._write_lock = threading.Lock()
         try:
             self.path.mkdir(mode=0o700, parents=True, exist_ok=True)
             os.chmod(self.path, 0o700)
@@ -126,13 +135,24 @@ class StateDir:
             "promise": promise,
         }
 
+    def _stage(self) -> tuple[int, bytes]:
+        """The current state as the next generation's bytes (taken on the caller's thread)."""
+        self._generation += 1
+        return self._generation, json.dumps(self._snapshot(), sort_keys=True).encode() + b"\n"
+
+    def _write(self, generation: int, data: bytes) -> None:
+        with self._write_lock:
+            if generation <= self._written_generation:
+                return  # a newer snapshot is already on disk
+            try:
+                for name in (STATE_FILE, BACKUP_FILE):
+                    _atomic_write(self.path, name, data)
+            except OSError as exc:
+                raise StateError(f"writing {self.path}: {exc.strerror or exc}") from None
+            self._written_generation = generation
+
     def _save(self) -> None:
-        data = json.dumps(self._snapshot(), sort_keys=True).encode() + b"\n"
-        try:
-            for name in (STATE_FILE, BACKUP_FILE):
-                _atomic_write(self.path, name, data)
-        except OSError as exc:
-            raise StateError(f"writing {self.path}: {exc.strerror or exc}") from None
+        self._write(*self._stage())
 
     def record_epoch(self, epoch: int) -> None:
         """Remember the largest epoch seen (never goes down)."""
@@ -161,13 +181,28 @@ class StateDir:
 
         Call it BEFORE the answer is sent. A later promise never shortens an earlier one.
         """
+        if self._stage_promise(peer, until_boottime):
+            self._save()
+
+    async def give_promise_off_loop(self, peer: str, until_boottime: float) -> None:
+        """``give_promise`` whose fsync runs in a worker thread: the standby gives one each
+        renewal interval, and the event loop must not wait on the disk for it.
+
+        The promise holds in memory at once (this node keeps away from the lease from
+        then on, the safe side) and is durable when this returns; only then may it be
+        announced to the peer."""
+        if self._stage_promise(peer, until_boottime):
+            await asyncio.to_thread(self._write, *self._stage())
+
+    def _stage_promise(self, peer: str, until_boottime: float) -> bool:
+        """Extend the promise in memory; True when it still has to reach the disk."""
         current = self.promise_until()
-        if current is not None and current >= until_boottime:
-            return
-        self.promise_peer = peer
-        self._promise_until = until_boottime
-        self._promise_boot = self.boot_id
-        self._save()
+        if current is None or current < until_boottime:
+            self.promise_peer = peer
+            self._promise_until = until_boottime
+            self._promise_boot = self.boot_id
+            self._promise_generation = self._generation + 1
+        return self._written_generation < self._promise_generation
 
     def promise_until(self) -> float | None:
         """The boottime deadline of the promise given, None if none or from another boot."""

@@ -100,6 +100,9 @@ class FilePromiseStore:
         os.replace(tmp, self.path)
         self.given.append((peer, until_boottime))
 
+    async def give_promise_off_loop(self, peer: str, until_boottime: float) -> None:
+        await asyncio.to_thread(self.give_promise, peer, until_boottime)
+
     def promise_until(self) -> float | None:
         if not self.path.exists():
             return None

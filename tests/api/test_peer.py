@@ -87,7 +87,6 @@ async def test_promise_is_persisted_before_the_answer(tmp_path: Path, api: Api) 
         original(peer, until)
 
     store.give_promise = slow_give  # type: ignore[method-assign]
-    api.peer.offload = True  # the blocking double must not stall the loop
     task = asyncio.ensure_future(client(api, api.session).heartbeat(epoch=5))
     await wait_for(entered.is_set, within=3, what="persisting")
     assert not task.done()  # no answer while the promise is not on disk

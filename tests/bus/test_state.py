@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import stat
+import threading
 from pathlib import Path
 
 import pytest
 
+from bot import state as state_module
 from bot.state import BACKUP_FILE, STATE_FILE, StateDir, StateError
 
 
@@ -105,3 +108,68 @@ def test_unwritable_directory_is_a_state_error(tmp_path: Path) -> None:
     blocker.write_text("x")
     with pytest.raises(StateError, match="state directory"):
         StateDir(blocker / "sub")
+
+
+async def test_a_promise_off_the_loop_is_durable_when_it_returns_and_the_loop_runs_meanwhile(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    state = StateDir(tmp_path, boot_id="x")
+    writing, release = threading.Event(), threading.Event()
+    real_write = state_module._atomic_write
+
+    def slow_write(directory: Path, name: str, data: bytes) -> None:
+        writing.set()
+        assert release.wait(5)
+        real_write(directory, name, data)
+
+    monkeypatch.setattr(state_module, "_atomic_write", slow_write)
+    task = asyncio.ensure_future(state.give_promise_off_loop("b", 42.0))
+    assert await asyncio.to_thread(writing.wait, 5)  # the loop ran while the disk waited
+    assert not task.done()
+    assert state.promise_until() == 42.0  # held in memory at once: this node keeps away
+    release.set()
+    await asyncio.wait_for(task, 5)
+    assert StateDir(tmp_path, boot_id="x").promise_until() == 42.0
+
+
+async def test_an_older_snapshot_never_replaces_a_newer_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    state = StateDir(tmp_path, boot_id="x")
+    writing, release = threading.Event(), threading.Event()
+    real_write = state_module._atomic_write
+    slowed = [True]
+
+    def first_write_slow(directory: Path, name: str, data: bytes) -> None:
+        if slowed[0]:
+            slowed[0] = False
+            writing.set()
+            assert release.wait(5)
+        real_write(directory, name, data)
+
+    monkeypatch.setattr(state_module, "_atomic_write", first_write_slow)
+    promise = asyncio.ensure_future(state.give_promise_off_loop("b", 42.0))
+    assert await asyncio.to_thread(writing.wait, 5)
+    # Meanwhile the loop takes the lease: a newer snapshot, written when the lock frees.
+    epoch = asyncio.ensure_future(asyncio.to_thread(state.set_held, 7))
+    release.set()
+    await asyncio.wait_for(asyncio.gather(promise, epoch), 5)
+    again = StateDir(tmp_path, boot_id="x")
+    assert (again.held_epoch, again.promise_until()) == (7, 42.0)
+
+
+async def test_a_promise_that_failed_to_persist_is_written_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    state = StateDir(tmp_path, boot_id="x")
+    real_write = state_module._atomic_write
+
+    def full_disk(directory: Path, name: str, data: bytes) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(state_module, "_atomic_write", full_disk)
+    with pytest.raises(StateError, match="No space left"):
+        await state.give_promise_off_loop("b", 42.0)
+    monkeypatch.setattr(state_module, "_atomic_write", real_write)
+    await state.give_promise_off_loop("b", 42.0)  # the same promise: not durable yet
+    assert StateDir(tmp_path, boot_id="x").promise_until() == 42.0

@@ -168,6 +168,10 @@ class MemoryStateDir(StateDir):
     def _save(self) -> None:
         return None
 
+    async def give_promise_off_loop(self, peer: str, until_boottime: float) -> None:
+        # No disk, so no worker thread: a thread hop would let the virtual clock jump.
+        self.give_promise(peer, until_boottime)
+
 
 # --------------------------------------------------------------------------- the world
 
