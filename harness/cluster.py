@@ -96,10 +96,12 @@ class Cluster(LabCluster):
 
     # ------------------------------------------------------------------ partitions
 
-    def cut(self, node_id: str, *links: str) -> None:
-        """Cut ``node_id`` off from "redis" and/or "peer": new connections hang, old ones reset."""
+    def cut(self, node_id: str, *links: str, existing: str = "reset") -> None:
+        """Cut ``node_id`` off from "redis" and/or "peer": new connections hang; old ones are
+        reset, or with ``existing="freeze"`` stay open with nothing answered (a request in
+        flight hangs, as over a link whose latency went to infinity)."""
         for link in links:
-            self.proxies[node_id][link].cut("blackhole", "reset")
+            self.proxies[node_id][link].cut("blackhole", existing)
 
     def heal(self, node_id: str, *links: str) -> None:
         for link in links:

@@ -1,10 +1,13 @@
-"""End to end: faults outside one node that a naive agent fights or doubles.
+"""End to end: faults around a node that a naive agent fights, doubles or waits out.
 
 - A test-call fault both nodes share (a broken test extension in a dialplan both
   PBXs use): the primary hands over, the standby's takeover call fails the same
   way. One node must go on serving, degraded and alerting, not both end failed.
 - A ``ROUTE`` sent from the other host (``CAUSE=COMMAND``) moves the spans away
   from the lease holder: the primary routes them back and alerts.
+- The primary's links to Redis and its peer freeze (requests in flight hang)
+  while the appliance stops answering it: its fence starts on time all the
+  same, before the standby may take over.
 """
 
 from __future__ import annotations
@@ -12,26 +15,33 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from harness.cluster import Cluster
+from harness.cluster import Cluster, have_tools
+from harness.vip import Topology, netns_unavailable
 from rseries.simulator import control
+from tests.e2e.outcome import after_takeover, assert_took_over
 from tests.e2e.test_scenarios import (  # noqa: F401 - the fixture
     QUIET,
     QUIET_OUTAGE,
+    SAMPLE,
     allow,
     assert_stays,
     cluster,
     events_of,
     settle,
+    watch,
 )
 from tests.helpers import wait_for_sync
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 
 HOST = {"a": "A", "b": "B"}
+SLOW_LEASE = 6.0
 
 
 def node_record(c: Cluster, node: str) -> dict[str, Any]:
@@ -88,3 +98,63 @@ def test_spans_moved_away_by_a_command_are_routed_back(cluster: Cluster) -> None
     assert_stays(cluster, primary, 1.0)
     # The checker's route rule (spans follow the lease within 1 s) holds over the move.
     cluster.assert_safe(allow(t_fault, max_outage=QUIET_OUTAGE))
+
+
+def appliance(c: Cluster, **cmd: object) -> dict[str, Any]:
+    answer = asyncio.run(control(c.rseries_control, dict(cmd)))
+    assert answer["ok"], answer
+    return answer
+
+
+@pytest.fixture
+def slow_redis_cluster(tmp_path: Path) -> Iterator[Cluster]:
+    """Proxied, with a Redis command timeout (2 s) four times the fence budget (0.5 s), as
+    over a slow link to a remote Sentinel, and a lease long enough for it (6 s): a renewal
+    in flight at the fence deadline would hold the fence back past the end of the lease.
+    The watchdog (5 s) outlasts a cycle that waits on Redis, so the bot fences itself."""
+    reason = have_tools() or netns_unavailable()
+    if reason:
+        pytest.skip(reason)
+    with Topology() as topo:
+        c = Cluster(
+            tmp_path / "cluster",
+            topo,
+            proxied=True,
+            lease_ttl=f"{SLOW_LEASE:g}s",
+            watchdog_sec=5.0,
+            extra={"redis": {"timeout": "2s"}},
+        )
+        try:
+            c.start()
+            c.wait_primary(within=30)
+            yield c
+        finally:
+            c.stop()
+
+
+def test_frozen_links_and_a_silent_appliance_do_not_delay_the_fence(
+    slow_redis_cluster: Cluster,
+) -> None:
+    c = slow_redis_cluster
+    primary, standby = settle(c)
+    before, epoch = watch(c, standby)
+    t_fault = time.monotonic()
+    appliance(c, cmd="stall", link=primary)  # reads the old primary's lines, answers none
+    c.cut(primary, "redis", "peer", existing="freeze")  # its renewal in flight hangs
+    c.wait_serving(standby, within=20)
+    wait_for_sync(lambda: not c.holds_vip(primary), 5, f"{primary} without the VIP")
+    seen = c.assert_safe(allow(t_fault, max_outage=10.0))
+    # The fence started at the old primary's own deadline (lease_ttl - drift - fence_budget
+    # after its last renewal), not when a hung renewal gave up: its services were gone
+    # before its lease key ran out on Redis.
+    assert seen.lease is not None
+    key_gone = max(iv.end for iv in seen.lease if iv.node == primary)
+    services = [*seen.vip, *seen.asterisk_running, *seen.drbd_primary]
+    fenced = max(iv.end for iv in services if iv.node == primary)
+    assert fenced <= key_gone + SAMPLE, (
+        f"{primary} still served {fenced - key_gone:.3f} s after its lease key expired\n"
+        + seen.timeline(t_fault)
+    )
+    after = after_takeover(c, standby, epoch)
+    assert_took_over(before, after, reason="host_lost", epoch=epoch, lease_ttl=SLOW_LEASE)
+    assert appliance(c, cmd="state")["active"] == HOST[standby]
