@@ -413,7 +413,10 @@ class RSeriesLink:
         # Opening can block (a TCP connect to a serial server): never on the loop.
         opening = loop.run_in_executor(None, _open_serial, self.url, self.baudrate)
         try:
-            ser = await asyncio.wait_for(asyncio.shield(opening), OPEN_TIMEOUT)
+            # asyncio.timeout, not wait_for: wait_for returns the result when a cancel lands
+            # as the open completes, swallowing the cancel (a close then never ended).
+            async with asyncio.timeout(OPEN_TIMEOUT):
+                ser = await asyncio.shield(opening)
         except TimeoutError:
             opening.add_done_callback(_close_late)
             raise RSeriesLinkError(

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import serial
@@ -270,3 +272,38 @@ async def test_a_route_sent_by_the_other_host_is_a_command_notification(
     assert sim.control_port is not None
     refused = await control(sim.control_port, {"cmd": "route", "link": "b", "host": "C"})
     assert refused["ok"] is False and "A or B" in str(refused["error"])
+
+
+async def test_a_close_that_lands_as_the_port_opens_still_ends(
+    sim: Simulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The close cancels the link just after the port's open completed in its thread and
+    before the link's task resumed: that cancellation must not be swallowed (it was, by
+    ``asyncio.wait_for``, and the link then waited forever: the agent's stop and the
+    benchmark hung)."""
+    loop = asyncio.get_running_loop()
+    link = RSeriesLink(str(tmp_path / "a"), command_timeout=0.3)
+    real_run_in_executor = loop.run_in_executor
+
+    def run_in_executor(executor: Any, func: Any, *args: Any) -> asyncio.Future[Any]:
+        opening = real_run_in_executor(executor, func, *args)
+
+        def cancel_two_turns_later(_: object) -> None:
+            # Two loop turns: the open's result has reached the link's waiter, and the
+            # link's task has not run yet.
+            assert link._supervisor is not None
+            loop.call_soon(loop.call_soon, link._supervisor.cancel)
+
+        opening.add_done_callback(cancel_two_turns_later)
+        return opening
+
+    monkeypatch.setattr(loop, "run_in_executor", run_in_executor)
+    starting = asyncio.ensure_future(link.start())
+    await wait_for(lambda: link._supervisor is not None and link._supervisor.done(), 3, what="end")
+    monkeypatch.undo()
+    async with asyncio.timeout(3):
+        await link.close()
+    assert not link.connected
+    starting.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await starting
