@@ -26,6 +26,8 @@ def write_config(tmp_path: Path, redis_url: str) -> Path:
         peers=[{"id": "b", "api": "http://127.0.0.1:1"}], secret_file=str(secret)
     )
     sections["redis"] = {"url": redis_url, "timeout": "300ms"}
+    # A failing fence step is retried this long before fence-local gives up (default 10 s).
+    sections["fence"] = {**sections.get("fence", {}), "escalate_after": "1s"}
     return node_config(tmp_path / "node.toml", **sections)
 
 
