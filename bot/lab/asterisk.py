@@ -162,6 +162,9 @@ class Runtime:
     ari_password: str = "lab-ari-password"
     extra_users: dict[str, dict[str, str]] = field(default_factory=dict)
     deploy_dir: Path = DEPLOY
+    # The node's network namespace, where a companion answers TCP on the floating
+    # address while this Asterisk serves (bot.lab.sipanswer); None: no companion.
+    sip_netns: str | None = None
 
     @property
     def etc(self) -> Path:
@@ -328,6 +331,13 @@ debug = 0
             print(f"asterisk did not start (exit {proc.poll()}): see {out.name}", file=sys.stderr)
             return 1
         self.note(f"pid {proc.pid}: started")
+        if self.sip_netns is not None:
+            with (self.dir / "log" / "sipanswer.log").open("ab") as out:
+                subprocess.Popen(
+                    [sys.executable, "-m", "bot.lab.sipanswer", "--netns", self.sip_netns,
+                     "--pid", str(proc.pid), "--ready-port", str(self.http_port)],
+                    stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True,
+                )  # fmt: skip
         return 0
 
     def cli(self, command: str, timeout: float = 10.0) -> subprocess.CompletedProcess[str]:

@@ -405,8 +405,9 @@ class Cluster:
             base["drbd"] = {"resources": [RESOURCE]}
         if self.topology is not None:
             # The simulated Asterisk answers TCP on VIP:5060 in the node's namespace from
-            # FullyBooted until it stops, as a real one's SIP listener does (the lab's
-            # real Asterisk stays in the host's namespace).
+            # FullyBooted until it stops, as a real one's SIP listener does; the lab's
+            # real Asterisk stays in the host's namespace, and a companion answers for it
+            # while its HTTP server does (bot.lab.sipanswer).
             if self.asterisk != "real":
                 sip = ["--sip-port", str(SIP_PORT), "--sip-netns", self.topology.ns(node.id)]
                 base["asterisk"]["start"] = [*base["asterisk"]["start"], *sip]
@@ -448,6 +449,7 @@ class Cluster:
                 entityid=f"02:00:00:00:01:{i:02x}",
                 ami_secret=(self.dir / "ami.secret").read_text().strip(),
                 ari_password=(self.dir / "ari.password").read_text().strip(),
+                sip_netns=self.topology.ns(node.id) if self.topology is not None else None,
             )
             node.runtime.write()
 

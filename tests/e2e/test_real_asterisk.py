@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from ami.client import AmiClient
+from bench.probe import ClientProbe
 from bot.lab.cluster import pid_alive
 from harness.cluster import Cluster, have_tools
 from harness.vip import Topology, netns_unavailable
@@ -115,13 +116,24 @@ def primary_node_log(c: Cluster, node: str) -> str:
 
 def test_host_death_fails_over_to_a_real_asterisk(cluster: Cluster) -> None:
     primary, standby = real_settle(cluster)
-    t_fault = time.monotonic()
-    cluster.kill_host(primary)
-    cluster.wait_serving(standby, within=30)
-    new_pid = cluster.nodes[standby].asterisk_pid()
-    wait_for_sync(lambda: new_pid in booted_pids(cluster, standby), 10, "FullyBooted on standby")
+    topo = cluster.topology
+    assert topo is not None
+    with ClientProbe(topo.ns("client"), topo.vip_address) as probe:
+        t_fault = time.monotonic()
+        cluster.kill_host(primary)
+        cluster.wait_serving(standby, within=30)
+        new_pid = cluster.nodes[standby].asterisk_pid()
+        wait_for_sync(
+            lambda: new_pid in booted_pids(cluster, standby), 10, "FullyBooted on standby"
+        )
+        # A caller's device reaches the new primary's Asterisk on the floating address
+        # (bench/failover.py's "answer" column with a real Asterisk).
+        answered = probe.wait("answered", t_fault, 10, mac=topo.mac(standby))
     obs = cluster.assert_safe(allow(t_fault, max_outage=12.0))
     assert any(i.node == standby and i.end > t_fault for i in obs.asterisk_booted)
+    booted = min(i.start for i in obs.asterisk_booted if i.node == standby and i.end > t_fault)
+    # Asterisk's HTTP server is up shortly before FullyBooted; never long after it.
+    assert answered - t_fault <= booted - t_fault + 1.0, (answered - t_fault, booted - t_fault)
 
 
 def test_asterisk_sigkill_hands_over(cluster: Cluster) -> None:
