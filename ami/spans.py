@@ -145,40 +145,53 @@ class SpanModel:
         self, critical: list[int], policy: Mapping[str, str], now: float | None = None
     ) -> SpanVerdict:
         """What the critical spans ask for: ``failover``, ``alert`` or ``none``."""
-        if not critical:
-            return SpanVerdict("none", "no critical spans configured")
-        kinds = {span: self.kind(span) for span in critical}
+        spans = {span: (self.kind(span), self.since(span)) for span in critical}
+        return classify_spans(spans, policy, now)
 
-        def policy_of(kind: str) -> str:
-            if kind == "none":
-                return "ignore"
-            return policy.get(kind, FALLBACK_POLICY.get(kind, "alert"))
 
-        def describe(spans: list[int]) -> str:
-            parts = []
-            for span in spans:
-                since = self.since(span)
-                age = f" for {now - since:.1f} s" if now is not None and since is not None else ""
-                parts.append(f"span {span} {kinds[span]}{age}")
-            return ", ".join(parts)
+def classify_spans(
+    spans: Mapping[int, tuple[str, float | None]],
+    policy: Mapping[str, str],
+    now: float | None = None,
+) -> SpanVerdict:
+    """The one span rule (design §4): ``spans`` maps each critical span to its alarm kind
+    ("none" when clear) and since when. A failover needs every critical span in a kind
+    whose policy is ``failover``; any other alarm alerts."""
+    if not spans:
+        return SpanVerdict("none", "no critical spans configured")
+    kinds = {span: kind for span, (kind, _since) in spans.items()}
 
-        failing = [s for s in critical if policy_of(kinds[s]) == "failover"]
-        alerting = [s for s in critical if policy_of(kinds[s]) == "alert"]
-        if failing and len(failing) == len(critical):
-            worst = worst_kind([kinds[s] for s in failing])
-            return SpanVerdict(
-                "failover",
-                f"every critical span in alarm ({describe(failing)}): points at "
-                f"{KIND_SIDE.get(worst, worst)}",
-                kinds,
-            )
-        if failing or alerting:
-            spans = sorted(failing + alerting)
-            worst = worst_kind([kinds[s] for s in spans])
-            partial = " (not every critical span, so not our card as a whole)" if failing else ""
-            return SpanVerdict(
-                "alert",
-                f"span alarm ({describe(spans)}): points at {KIND_SIDE.get(worst, worst)}{partial}",
-                kinds,
-            )
-        return SpanVerdict("none", "critical spans without alarm", kinds)
+    def policy_of(kind: str) -> str:
+        if kind == "none":
+            return "ignore"
+        return policy.get(kind, FALLBACK_POLICY.get(kind, "alert"))
+
+    def describe(chosen: list[int]) -> str:
+        parts = []
+        for span in chosen:
+            since = spans[span][1]
+            age = f" for {now - since:.1f} s" if now is not None and since is not None else ""
+            parts.append(f"span {span} {kinds[span]}{age}")
+        return ", ".join(parts)
+
+    critical = sorted(spans)
+    failing = [s for s in critical if policy_of(kinds[s]) == "failover"]
+    alerting = [s for s in critical if policy_of(kinds[s]) == "alert"]
+    if failing and len(failing) == len(critical):
+        worst = worst_kind([kinds[s] for s in failing])
+        return SpanVerdict(
+            "failover",
+            f"every critical span in alarm ({describe(failing)}): points at "
+            f"{KIND_SIDE.get(worst, worst)}",
+            kinds,
+        )
+    if failing or alerting:
+        chosen = sorted(failing + alerting)
+        worst = worst_kind([kinds[s] for s in chosen])
+        partial = " (not every critical span, so not our card as a whole)" if failing else ""
+        return SpanVerdict(
+            "alert",
+            f"span alarm ({describe(chosen)}): points at {KIND_SIDE.get(worst, worst)}{partial}",
+            kinds,
+        )
+    return SpanVerdict("none", "critical spans without alarm", kinds)

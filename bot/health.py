@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING
 
+from ami.spans import classify_spans
+
 if TYPE_CHECKING:
     from bot.config import Config
 
@@ -197,25 +199,18 @@ def _spans(
         # alarm must not bounce the service.
         return
     states = {s.span: s for s in i.spans}
-    failing: list[str] = []
+    spans: dict[int, tuple[str, float | None]] = {}
     for span in p.critical_spans:
         state = states.get(span)
         if state is None or state.alarm is None:
-            continue
-        action = p.span_policy.get(state.alarm, "alert")
-        on_for = now - counts_from(state.since, i.asterisk_started_at)
-        text = f"span {span} {state.alarm} alarm for {on_for:.1f} s"
-        if action == "failover":
-            failing.append(text)
-        elif action == "alert":
-            alerts.append(text)
-    if not failing:
-        return
-    if len(failing) == len(p.critical_spans):
-        # Every critical span in a failover alarm (red): our card, cable or appliance port.
-        reasons.append(", ".join(failing))
-    else:
-        alerts.extend(failing)
+            spans[span] = ("none", None)
+        else:
+            spans[span] = (state.alarm, counts_from(state.since, i.asterisk_started_at))
+    verdict = classify_spans(spans, p.span_policy, now)
+    if verdict.action == "failover":
+        reasons.append(verdict.reason)
+    elif verdict.action == "alert":
+        alerts.append(verdict.reason)
 
 
 def readiness(

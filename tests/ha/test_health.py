@@ -84,18 +84,26 @@ def _spans(*alarms: str | None) -> tuple[SpanState, ...]:
 
 def test_red_on_every_critical_span_is_a_failure() -> None:
     v = verdict(spans=_spans("red", "red"))
-    assert v.reasons == ("span 1 red alarm for 20.0 s, span 2 red alarm for 20.0 s",)
+    assert v.reasons == (
+        "every critical span in alarm (span 1 red for 20.0 s, span 2 red for 20.0 s): "
+        "points at our side (loss of signal at our card: card, cable or appliance port)",
+    )
 
 
 def test_red_on_some_critical_spans_only_alerts() -> None:
     v = verdict(spans=_spans("red", None))
-    assert v.healthy and v.alerts == ("span 1 red alarm for 20.0 s",)
+    assert v.healthy and v.alerts == (
+        "span alarm (span 1 red for 20.0 s): points at our side (loss of signal at our card: "
+        "card, cable or appliance port) (not every critical span, so not our "
+        "card as a whole)",
+    )
 
 
 @pytest.mark.parametrize("kind", ["blue", "yellow", "loopback", "notopen"])
 def test_far_end_alarms_alert_without_failover(kind: str) -> None:
     v = verdict(spans=_spans(kind, kind))
-    assert v.healthy and len(v.alerts) == 2 and kind in v.alerts[0]
+    assert v.healthy and len(v.alerts) == 1
+    assert f"span 1 {kind} for 20.0 s, span 2 {kind} for 20.0 s" in v.alerts[0]
 
 
 def test_recovering_is_ignored_and_policy_is_configurable() -> None:

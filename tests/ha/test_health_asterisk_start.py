@@ -47,6 +47,7 @@ RED = tuple(SpanState(n, "red", HOUR_AGO) for n in (1, 2))
 
 # name, the failure (begun an hour ago), seconds after the start it starts to count,
 # the reason it then gives (with the duration counted from the start)
+RED_SIDE = "points at our side (loss of signal at our card: card, cable or appliance port)"
 CASES: list[tuple[str, dict[str, Any], float, str]] = [
     ("AMI link", {"ami_up": False}, 3.0, "AMI link down for 3.0 s"),
     ("AMI Ping", {"last_ping_ok_at": HOUR_AGO}, 5.0, "AMI Ping unanswered for 5.0 s"),
@@ -55,7 +56,7 @@ CASES: list[tuple[str, dict[str, Any], float, str]] = [
         "span verdict",
         {"spans": RED},
         15.0,
-        "span 1 red alarm for 15.0 s, span 2 red alarm for 15.0 s",
+        f"every critical span in alarm (span 1 red for 15.0 s, span 2 red for 15.0 s): {RED_SIDE}",
     ),
     (
         "FullyBooted expected",
@@ -113,7 +114,7 @@ def test_a_change_after_the_start_counts_from_the_change() -> None:
         asterisk_started_at=NOW - 100,
     )
     assert evaluate(spans, POLICY, NOW).reasons == (
-        "span 1 red alarm for 2.0 s, span 2 red alarm for 2.0 s",
+        f"every critical span in alarm (span 1 red for 2.0 s, span 2 red for 2.0 s): {RED_SIDE}",
     )
 
 
