@@ -213,20 +213,40 @@ def _spans(
         alerts.append(verdict.reason)
 
 
-def readiness(
-    drbd_disk_state: str | None,
-    outdated: bool,
-    rseries_link_up: bool | None,
-    asterisk_commands_present: bool,
-) -> tuple[bool, tuple[str, ...]]:
-    """Ready to take over? None for DRBD or R-Series means: not configured here."""
+@dataclass(frozen=True)
+class ReadinessFacts:
+    """What the I/O parts found; ``None`` for a part that is not configured here."""
+
+    drbd_disks: tuple[tuple[str, str], ...] | None = None  # (resource, disk state)
+    drbd_error: str | None = None  # the DRBD state could not be read
+    drbd_local_mark: str | None = None  # this node's own outdated mark, described
+    drbd_outdated_on_bus: bool = False  # the peer's fence-peer handler outdated us
+    drbd_forced: bool = False  # an operator accepted this node's data as it is
+    rseries_link_up: bool | None = None
+    asterisk_commands_missing: tuple[str, ...] = ()
+    ami_configured: bool = True
+
+
+def readiness(f: ReadinessFacts) -> tuple[bool, tuple[str, ...]]:
+    """Ready to take over (design §4), with every reason when not: the one rule."""
     reasons: list[str] = []
-    if drbd_disk_state is not None and drbd_disk_state != OK_DISK_STATE:
-        reasons.append(f"DRBD disk is {drbd_disk_state}, not {OK_DISK_STATE}")
-    if outdated:
-        reasons.append("DRBD data marked outdated by the peer's fence-peer handler")
-    if rseries_link_up is False:
+    if f.drbd_disks is not None or f.drbd_error is not None:
+        if not f.drbd_forced:
+            if f.drbd_local_mark:
+                mark = f.drbd_local_mark
+                reasons.append(f"drbd: this node's data is {mark} (waiting for resync)")
+            if f.drbd_outdated_on_bus:
+                reasons.append("drbd: this node is marked outdated on the cluster bus")
+        if f.drbd_error is not None:
+            reasons.append(f"drbd: {f.drbd_error}")
+        for name, disk in f.drbd_disks or ():
+            if f.drbd_forced and disk not in ("Diskless", "DUnknown"):
+                continue  # an operator accepted this data as it is
+            if disk != OK_DISK_STATE:
+                reasons.append(f"drbd {name}: disk {disk}")
+    if f.rseries_link_up is False:
         reasons.append("R-Series link down")
-    if not asterisk_commands_present:
-        reasons.append("Asterisk commands missing")
+    reasons += f.asterisk_commands_missing
+    if not f.ami_configured:
+        reasons.append("no AMI secret configured")
     return not reasons, tuple(reasons)

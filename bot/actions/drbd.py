@@ -27,6 +27,7 @@ from bot.actions.errors import (
 )
 from bot.actions.runner import CommandResult, Runner, run_command
 from bot.config import DrbdConfig, MountConfig
+from bot.health import ReadinessFacts, readiness
 from bot.state import DataMarks, StateError, describe_mark
 
 log = logging.getLogger(__name__)
@@ -202,25 +203,26 @@ class Drbd:
         """True when any configured resource is primary here."""
         return any(s.primary for s in await self.states())
 
+    async def readiness_facts(self, outdated: bool) -> ReadinessFacts:
+        """This node's data, as the readiness rule (``bot.health.readiness``) reads it."""
+        try:
+            disks: tuple[tuple[str, str], ...] | None = tuple(
+                (s.name, s.disk) for s in await self.states()
+            )
+            error = None
+        except ActionError as exc:
+            disks, error = None, str(exc)
+        return ReadinessFacts(
+            drbd_disks=disks,
+            drbd_error=error,
+            drbd_local_mark=self.local_mark(),
+            drbd_outdated_on_bus=outdated,
+            drbd_forced=self.forced() is not None,
+        )
+
     async def readiness(self, outdated: bool) -> list[str]:
         """Reasons this node's data is not ready to take over (empty: ready)."""
-        forced = self.forced()
-        reasons = []
-        if not forced:
-            mark = self.local_mark()
-            if mark:
-                reasons.append(f"drbd: this node's data is {mark} (waiting for resync)")
-            if outdated:
-                reasons.append("drbd: this node is marked outdated on the cluster bus")
-        try:
-            for s in await self.states():
-                if forced and s.disk not in ("Diskless", "DUnknown"):
-                    continue  # an operator accepted this data as it is
-                if not s.up_to_date:
-                    reasons.append(f"drbd {s.name}: disk {s.disk}")
-        except ActionError as exc:
-            reasons.append(f"drbd: {exc}")
-        return reasons
+        return list(readiness(await self.readiness_facts(outdated))[1])
 
     # ---------------------------------------------------------------- actions
 

@@ -185,6 +185,3 @@ class Pstn:
             observation = observation_from(notification, self.host)
             if observation is not None:
                 yield observation
-
-    def readiness(self) -> list[str]:
-        return [] if self.connected else ["R-Series link down"]

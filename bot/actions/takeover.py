@@ -22,7 +22,7 @@ import importlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal, Protocol
 
 from bot.actions.asterisk import AmiLike, AsteriskService, drain
@@ -32,6 +32,7 @@ from bot.actions.errors import ActionError, PromoteRefused
 from bot.actions.pstn import Pstn
 from bot.actions.vip import Vip
 from bot.config import Config
+from bot.health import ReadinessFacts, readiness
 
 log = logging.getLogger(__name__)
 
@@ -509,12 +510,19 @@ class Takeover:
         )
         return FoundServices(vip_present=vip, asterisk_running=ast, drbd_primary=drbd)
 
-    async def readiness(self, outdated: bool) -> tuple[bool, list[str]]:
-        """Ready to take over, with the reasons when not (design §4)."""
-        reasons: list[str] = []
-        if self.drbd is not None:
-            reasons += await self.drbd.readiness(outdated)
-        if self.pstn is not None:
-            reasons += self.pstn.readiness()
-        reasons += self.asterisk.commands_missing()
-        return not reasons, reasons
+    async def readiness(
+        self, outdated: bool, *, ami_configured: bool = True
+    ) -> tuple[bool, list[str]]:
+        """Ready to take over, with the reasons when not: the facts of each part, judged
+        by the one rule (``bot.health.readiness``, design §4)."""
+        facts = (
+            await self.drbd.readiness_facts(outdated) if self.drbd is not None else ReadinessFacts()
+        )
+        facts = replace(
+            facts,
+            rseries_link_up=self.pstn.connected if self.pstn is not None else None,
+            asterisk_commands_missing=tuple(self.asterisk.commands_missing()),
+            ami_configured=ami_configured,
+        )
+        ok, reasons = readiness(facts)
+        return ok, list(reasons)

@@ -119,10 +119,9 @@ class Observer:
             log.warning("readiness probe failed: %s", ready_r)
 
     async def _readiness(self) -> tuple[bool, list[str]]:
-        _, reasons = await self.takeover.readiness(self.outdated_on_bus)
-        if not self.ami_configured:
-            reasons = [*reasons, "no AMI secret configured"]
-        return not reasons, reasons
+        return await self.takeover.readiness(
+            self.outdated_on_bus, ami_configured=self.ami_configured
+        )
 
     # ------------------------------------------------------------------ one observation
 

@@ -11,6 +11,7 @@ from bot.health import (
     HealthInputs,
     HealthPolicy,
     PendingShutdown,
+    ReadinessFacts,
     SpanState,
     evaluate,
     readiness,
@@ -163,20 +164,43 @@ def test_policy_from_config() -> None:
     assert p.span_policy["blue"] == "failover" and p.span_policy["red"] == "failover"
 
 
+UP = (("r0", "UpToDate"),)
+
+
 @pytest.mark.parametrize(
-    ("args", "ready", "reasons"),
+    ("facts", "reasons"),
     [
-        (("UpToDate", False, True, True), True, ()),
-        ((None, False, None, True), True, ()),
-        (("Inconsistent", False, True, True), False, ("DRBD disk is Inconsistent, not UpToDate",)),
+        (ReadinessFacts(drbd_disks=UP, rseries_link_up=True), ()),
+        (ReadinessFacts(), ()),  # nothing configured but Asterisk
+        (ReadinessFacts(drbd_disks=(("r0", "Inconsistent"),)), ("drbd r0: disk Inconsistent",)),
+        (ReadinessFacts(drbd_error="drbdadm: not found"), ("drbd: drbdadm: not found",)),
         (
-            ("UpToDate", True, True, True),
-            False,
-            ("DRBD data marked outdated by the peer's fence-peer handler",),
+            ReadinessFacts(drbd_disks=UP, drbd_outdated_on_bus=True),
+            ("drbd: this node is marked outdated on the cluster bus",),
         ),
-        (("UpToDate", False, False, True), False, ("R-Series link down",)),
-        (("UpToDate", False, True, False), False, ("Asterisk commands missing",)),
+        (
+            ReadinessFacts(drbd_disks=UP, drbd_local_mark="outdated by b at 12:00"),
+            ("drbd: this node's data is outdated by b at 12:00 (waiting for resync)",),
+        ),
+        # An operator's force-promote accepts outdated data, never a missing disk.
+        (
+            ReadinessFacts(
+                drbd_disks=(("r0", "Outdated"), ("r1", "Diskless")),
+                drbd_outdated_on_bus=True,
+                drbd_local_mark="outdated",
+                drbd_forced=True,
+            ),
+            ("drbd r1: disk Diskless",),
+        ),
+        (ReadinessFacts(drbd_disks=UP, rseries_link_up=False), ("R-Series link down",)),
+        (
+            ReadinessFacts(asterisk_commands_missing=("asterisk.start: x not found",)),
+            ("asterisk.start: x not found",),
+        ),
+        (ReadinessFacts(ami_configured=False), ("no AMI secret configured",)),
     ],
 )
-def test_readiness(args: tuple, ready: bool, reasons: tuple[str, ...]) -> None:  # type: ignore[type-arg]
-    assert readiness(*args) == (ready, reasons)
+def test_readiness_is_one_rule_over_every_part(
+    facts: ReadinessFacts, reasons: tuple[str, ...]
+) -> None:
+    assert readiness(facts) == (not reasons, reasons)

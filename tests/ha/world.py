@@ -557,7 +557,9 @@ class ModelTakeover(Takeover):
             vip_present=False, asterisk_running=self.node.services, drbd_primary=False
         )
 
-    async def readiness(self, outdated: bool) -> tuple[bool, list[str]]:
+    async def readiness(
+        self, outdated: bool, *, ami_configured: bool = True
+    ) -> tuple[bool, list[str]]:
         return True, []
 
 
