@@ -65,6 +65,7 @@ class LeaseKeeper:
         self.peer_reachable = False
         self.peer_client: PeerClient | None = None
         self._changed = asyncio.Event()
+        self._renewed = asyncio.Event()  # a renewal succeeded: ask for a promise now
 
     # ------------------------------------------------------------------ queries
 
@@ -199,6 +200,7 @@ class LeaseKeeper:
             return  # released or replaced meanwhile
         if result.outcome == "renewed":
             self.own = OwnLease(own.epoch, result.sent_at)
+            self._renewed.set()
         decision = renewal_decision(
             self.own,
             cast(RenewOutcome, result.outcome),
@@ -232,10 +234,17 @@ class LeaseKeeper:
     # ------------------------------------------------------------------ peer channel
 
     async def run_heartbeat(self) -> None:
-        """Collect the peer's promise while this node holds the lease."""
+        """Collect the peer's promise while this node holds the lease.
+
+        A heartbeat follows each renewal at once, so that the promise and the key run out
+        together: a standby waits for the later of the two, and with independent phases
+        that is up to a renewal interval after the key could have been taken. Without
+        renewals (Redis down: the node serves on the promise alone) it keeps its own
+        pace of one per renewal interval."""
         client = self.peer_client
         assert client is not None
         while True:
+            self._renewed.clear()
             start = self.clock()
             own = self.own
             if own is not None and self.ha_state().role in HOLDING_ROLES:
@@ -252,4 +261,6 @@ class LeaseKeeper:
             else:
                 self.promise_until = None
             delay = self.cfg.cluster.renew_interval - (self.clock() - start)
-            await asyncio.sleep(max(0.05, delay))
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(max(0.05, delay)):
+                    await self._renewed.wait()

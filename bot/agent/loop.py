@@ -50,6 +50,7 @@ from bot.ha import (
     RSeriesNotification,
     acts_as_primary,
     is_holder,
+    next_deadline,
     step,
 )
 from bot.healthmon import HealthMonitor
@@ -64,6 +65,7 @@ from rseries.driver import RSeriesLink
 log = logging.getLogger(__name__)
 
 CYCLE_INTERVAL = 0.2  # the loop also wakes on every pushed change
+DEADLINE_SLACK = 0.002  # wake just after a deadline, not just before it
 SHUTDOWN_FENCE_GRACE = 5.0  # a stopping bot retries its fence this long after escalating
 # Long-lived tasks that must never end while the agent runs.
 ESSENTIAL = ("cycle", "renewal", "probe")
@@ -491,9 +493,15 @@ class Agent:
                 self._ready_sent = True
             self._wake.clear()
             # Wake at least every renew_interval, so that a short lease still gets a
-            # watchdog kick in time.
+            # watchdog kick in time; and right at the next instant rule 5 can change.
+            wait = min(CYCLE_INTERVAL, self.cfg.cluster.renew_interval)
+            deadline = (
+                None if is_holder(self.ha) else next_deadline(self.ha, obs.promise_given_until, now)
+            )
+            if deadline is not None:
+                wait = min(wait, max(0.0, deadline - self.clock()) + DEADLINE_SLACK)
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(min(CYCLE_INTERVAL, self.cfg.cluster.renew_interval)):
+                async with asyncio.timeout(wait):
                     await self._wake.wait()
 
     def _kick_watchdog(self, now: float) -> None:

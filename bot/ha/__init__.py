@@ -4,6 +4,7 @@ from bot.ha.lease import (
     holder_valid_until,
     lease_valid_until,
     may_promise,
+    next_deadline,
     renewal_decision,
 )
 from bot.ha.machine import acts_as_primary, is_holder, primary_until, step
@@ -42,6 +43,7 @@ __all__ = [
     "is_holder",
     "lease_valid_until",
     "may_promise",
+    "next_deadline",
     "primary_until",
     "render_roles_md",
     "renewal_decision",

@@ -93,6 +93,16 @@ def free_for_me(state: HaState, lease: LeaseView, now: float) -> tuple[bool, str
     return True, "lease free"
 
 
+def next_deadline(state: HaState, promise_until: float | None, now: float) -> float | None:
+    """The next instant at which rule 5's timing answer can change for this node: the
+    key's predicted expiry, the end of a long wait, the end of the promise it gave.
+
+    The loop wakes then rather than at its next periodic cycle, so a standby reads the
+    key right after it can have expired (not up to a cycle later)."""
+    times = (state.predicted_expiry, state.wait_until, promise_until)
+    return min((t for t in times if t is not None and t > now), default=None)
+
+
 def may_promise(state: HaState) -> bool:
     """May this node promise the peer not to take the lease (answer its heartbeat)?
 

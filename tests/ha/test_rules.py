@@ -362,3 +362,13 @@ def test_an_operator_may_switch_over_to_a_peer_whose_test_call_failed() -> None:
     o = holder_obs(controls=ControlsView(switchover_to="b"), peer=PEER_FAILED_TEST_CALL)
     after, kinds, _ = run(state("primary"), o)
     assert after.role == "demoting" and kinds == ["demote"]
+
+
+def test_the_loop_wakes_at_the_next_instant_rule_5_can_change() -> None:
+    from bot.ha import next_deadline
+
+    s = _standby(predicted_expiry=T + 1.5, wait_until=T + 4.0)
+    assert next_deadline(s, None, T) == T + 1.5
+    assert next_deadline(s, T + 0.7, T) == T + 0.7  # the promise given ends first
+    assert next_deadline(s, T - 1.0, T + 2.0) == T + 4.0  # past instants do not count
+    assert next_deadline(_standby(), None, T) is None
