@@ -20,15 +20,21 @@ from bot.agent.inbox import Inbox
 from bot.agent.jobs import Jobs
 from bot.bus import Bus, BusError
 from bot.config import Config
-from bot.ha import HaConfig, HaState, OwnLease, holder_valid_until, may_promise, renewal_decision
+from bot.ha import (
+    HaConfig,
+    HaState,
+    OwnLease,
+    holder_valid_until,
+    is_holder,
+    may_promise,
+    renewal_decision,
+)
 from bot.ha.types import RenewOutcome
 from bot.metrics import Metrics
 from bot.peer import PeerClient
 from bot.state import StateDir
 
 log = logging.getLogger(__name__)
-
-HOLDING_ROLES = ("promoting", "primary", "demoting", "paused")
 
 
 class LeaseKeeper:
@@ -247,7 +253,7 @@ class LeaseKeeper:
             self._renewed.clear()
             start = self.clock()
             own = self.own
-            if own is not None and self.ha_state().role in HOLDING_ROLES:
+            if own is not None and is_holder(self.ha_state()):
                 try:
                     receipt = await client.heartbeat(own.epoch)
                 except Exception as exc:  # never let the peer channel stop
