@@ -324,7 +324,11 @@ def run_profile(
                 shutil.rmtree(work / profile, ignore_errors=True)
         out["lease"] = parse_duration(c.lease_ttl)
         out["renew"] = parse_duration(c.renew_interval)
-        out["boot_delay"] = c.boot_delay
+        out["asterisk"] = (
+            f"real Asterisk ({c.asterisk_binary})"
+            if c.asterisk == "real"
+            else f"simulated Asterisk, boot {c.boot_delay:g} s"
+        )
     return out
 
 
@@ -406,7 +410,7 @@ def print_profile(result: dict[str, Any], runs: int, idle: float) -> None:
         f"bot, {result['profile']} profile (lease {lease:g} s, renew {renew:g} s"
         + (f", bots and Redis at nice {result['nice']}" if "nice" in result else "")
         + f"): {runs} runs"
-        f" per scenario, simulated Asterisk boot {result['boot_delay']:g} s; seconds from the"
+        f" per scenario, {result['asterisk']}; seconds from the"
         " fault (event log of the new primary; moved/answered: the client probe)"
     )
     head = f"{'scenario':16} {'milestone':14} {'p50':>7} {'p95':>7} {'p99':>7} {'max':>7}  n"
