@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -100,3 +101,26 @@ def node_record(node: str, role: str = "standby", *, ago: float = 0.0, **fields:
     }
     base.update(fields)
     return NodeRecord(**base)
+
+
+@contextlib.contextmanager
+def running_cluster(workdir: Path, *, primary_within: float = 30.0, **kw: Any) -> Iterator[Any]:
+    """A lab cluster (``harness.cluster.Cluster(workdir, topology, **kw)``) in network
+    namespaces of its own, started and with a primary; stopped and its namespaces removed
+    afterwards. Skips when namespaces or the lab's tools are missing (a failure in CI)."""
+    import pytest
+
+    from harness.cluster import Cluster, have_tools
+    from harness.vip import Topology, netns_unavailable
+
+    reason = have_tools() or netns_unavailable()
+    if reason:
+        pytest.skip(reason)
+    with Topology() as topo:
+        c = Cluster(workdir, topo, **kw)
+        try:
+            c.start()
+            c.wait_primary(within=primary_within)
+            yield c
+        finally:
+            c.stop()

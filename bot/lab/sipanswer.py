@@ -16,28 +16,14 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 import select
 import socket
 import time
 
+from bot.lab.cluster import pid_alive
 from bot.lab.netns import socket_in
 
 POLL = 0.01  # the answer follows Asterisk's HTTP server within this much
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def _answers(port: int) -> bool:
@@ -70,7 +56,7 @@ def _close_pending(sock: socket.socket) -> None:
 def serve(netns: str, port: int, pid: int, ready_port: int) -> None:
     listener: socket.socket | None = None
     try:
-        while _alive(pid):
+        while pid_alive(pid):
             ready = _answers(ready_port)
             if ready and listener is None:
                 listener = _listen(netns, port)

@@ -24,12 +24,11 @@ from prometheus_client import CollectorRegistry
 
 from bot.api import bound_port, create_app, start_api
 from bot.statuscontract import json_schema
-from harness.cluster import Cluster, have_tools
-from harness.vip import Topology, netns_unavailable
+from harness.cluster import Cluster
 from tests.api.cdp import CHROMIUM, Browser
 from tests.api.fakes import FakeView, RecordingControls
 from tests.e2e.test_scenarios import other
-from tests.helpers import wait_for
+from tests.helpers import running_cluster, wait_for
 
 pytestmark = pytest.mark.skipif(
     not os.path.exists(CHROMIUM), reason=f"{CHROMIUM} is missing (apt-get install chromium)"
@@ -52,17 +51,8 @@ CLOCK = "[document.body.dataset.snapshot, document.getElementById('lease-left')?
 
 @pytest.fixture
 def lab(tmp_path: Path) -> Iterator[Cluster]:
-    reason = have_tools() or netns_unavailable()
-    if reason:
-        pytest.skip(reason)
-    with Topology() as topo:
-        c = Cluster(tmp_path / "cluster", topo)
-        try:
-            c.start()
-            c.wait_primary(within=30)
-            yield c
-        finally:
-            c.stop()
+    with running_cluster(tmp_path / "cluster") as c:
+        yield c
 
 
 async def real_status(url: str) -> dict[str, Any]:

@@ -22,10 +22,10 @@ from pathlib import Path
 import pytest
 
 from bot.lab.cluster import RESOURCE, wait_until
-from harness.cluster import Cluster, have_tools
+from harness.cluster import Cluster
 from harness.replication import Writer, drbd_state, handler_runs
-from harness.vip import Topology, netns_unavailable
 from tests.e2e.writes import check_dir, read_acks
+from tests.helpers import running_cluster
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(150)]
 
@@ -35,17 +35,8 @@ QUIET = 3 * LEASE  # how long "the standby does not promote" is watched
 
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[Cluster]:
-    reason = have_tools() or netns_unavailable()
-    if reason:
-        pytest.skip(reason)
-    with Topology() as topo:
-        c = Cluster(tmp_path / "cluster", topo, proxied=True, replication=True)
-        try:
-            c.start()
-            c.wait_primary(within=30)
-            yield c
-        finally:
-            c.stop()
+    with running_cluster(tmp_path / "cluster", proxied=True, replication=True) as c:
+        yield c
 
 
 def other(node: str) -> str:

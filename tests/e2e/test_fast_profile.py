@@ -17,9 +17,8 @@ import pytest
 
 from bot.config import parse_duration
 from harness.checker import Allowance
-from harness.cluster import Cluster, have_tools
-from harness.vip import Topology, netns_unavailable
-from tests.helpers import wait_for_sync
+from harness.cluster import Cluster
+from tests.helpers import running_cluster, wait_for_sync
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 
@@ -47,26 +46,16 @@ WATCHDOG = (
 
 @pytest.fixture
 def cluster(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Cluster]:
-    reason = have_tools() or netns_unavailable()
-    if reason:
-        pytest.skip(reason)
     proxied = request.node.get_closest_marker("proxied") is not None
-    with Topology() as topo:
-        c = Cluster(
-            tmp_path / "cluster",
-            topo,
-            proxied=proxied,
-            lease_ttl=SETTINGS["cluster"]["lease_ttl"],
-            renew_interval=SETTINGS["cluster"]["renew_interval"],
-            watchdog_sec=WATCHDOG,
-            extra={"cluster": dict(SETTINGS["cluster"]), "redis": dict(SETTINGS["redis"])},
-        )
-        try:
-            c.start()
-            c.wait_primary(within=30)
-            yield c
-        finally:
-            c.stop()
+    with running_cluster(
+        tmp_path / "cluster",
+        proxied=proxied,
+        lease_ttl=SETTINGS["cluster"]["lease_ttl"],
+        renew_interval=SETTINGS["cluster"]["renew_interval"],
+        watchdog_sec=WATCHDOG,
+        extra={"cluster": dict(SETTINGS["cluster"]), "redis": dict(SETTINGS["redis"])},
+    ) as c:
+        yield c
 
 
 def allow(start: float, max_outage: float) -> Allowance:

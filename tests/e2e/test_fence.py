@@ -21,10 +21,9 @@ import pytest
 
 from bot.lab.cluster import RESOURCE, supervisor_records
 from harness.checker import Allowance
-from harness.cluster import Cluster, have_tools
-from harness.vip import Topology, netns_unavailable
+from harness.cluster import Cluster
 from tests.e2e.test_scenarios import SAMPLE, settle
-from tests.helpers import wait_for_sync
+from tests.helpers import running_cluster, wait_for_sync
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 
@@ -34,9 +33,6 @@ ESCALATE_AFTER = 1.0
 
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[Cluster]:
-    reason = have_tools() or netns_unavailable()
-    if reason:
-        pytest.skip(reason)
     extra = {
         "drbd": {"mount": [MOUNT]},
         "fence": {
@@ -44,14 +40,8 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
             "escalate_command": ["touch", str(tmp_path / "escalated")],
         },
     }
-    with Topology() as topo:
-        c = Cluster(tmp_path / "cluster", topo, proxied=True, extra=extra)
-        try:
-            c.start()
-            c.wait_primary(within=30)
-            yield c
-        finally:
-            c.stop()
+    with running_cluster(tmp_path / "cluster", proxied=True, extra=extra) as c:
+        yield c
 
 
 def drbd_role(c: Cluster, node: str) -> str:

@@ -16,10 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from harness.cluster import Cluster, have_tools
-from harness.vip import Topology, netns_unavailable
+from harness.cluster import Cluster
 from tests.e2e.test_scenarios import SAFE, allow, settle
-from tests.helpers import wait_for_sync
+from tests.helpers import running_cluster, wait_for_sync
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(150)]
 
@@ -28,22 +27,12 @@ DRAIN = 20.0  # cluster.stop_drain_timeout here: long enough to see the call hel
 
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[Cluster]:
-    reason = have_tools() or netns_unavailable()
-    if reason:
-        pytest.skip(reason)
-    with Topology() as topo:
-        c = Cluster(
-            tmp_path / "cluster",
-            topo,
-            extra={"cluster": {"stop_drain_timeout": f"{DRAIN:g}s"}},
-            timeout_stop_sec=DRAIN + 30,
-        )
-        try:
-            c.start()
-            c.wait_primary(within=30)
-            yield c
-        finally:
-            c.stop()
+    with running_cluster(
+        tmp_path / "cluster",
+        extra={"cluster": {"stop_drain_timeout": f"{DRAIN:g}s"}},
+        timeout_stop_sec=DRAIN + 30,
+    ) as c:
+        yield c
 
 
 def supervisor_events(c: Cluster, node: str) -> list[dict]:

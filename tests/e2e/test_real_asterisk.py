@@ -19,10 +19,9 @@ import pytest
 from ami.client import AmiClient
 from bench.probe import ClientProbe
 from bot.lab.cluster import pid_alive
-from harness.cluster import Cluster, have_tools
-from harness.vip import Topology, netns_unavailable
+from harness.cluster import Cluster
 from tests.e2e.test_scenarios import allow, settle
-from tests.helpers import require_asterisk, wait_for_sync
+from tests.helpers import require_asterisk, running_cluster, wait_for_sync
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(150)]
 
@@ -32,23 +31,14 @@ STOP_GRACEFUL = 2.0  # the lab's `core stop gracefully` wait before `core stop n
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[Cluster]:
     binary = require_asterisk()
-    reason = have_tools() or netns_unavailable()
-    if reason:
-        pytest.skip(reason)
-    with Topology() as topo:
-        c = Cluster(
-            tmp_path / "cluster",
-            topo,
-            asterisk="real",
-            asterisk_binary=binary,
-            stop_graceful=STOP_GRACEFUL,
-        )
-        try:
-            c.start()
-            c.wait_primary(within=40)
-            yield c
-        finally:
-            c.stop()
+    with running_cluster(
+        tmp_path / "cluster",
+        primary_within=40,
+        asterisk="real",
+        asterisk_binary=binary,
+        stop_graceful=STOP_GRACEFUL,
+    ) as c:
+        yield c
 
 
 def booted_pids(c: Cluster, node: str) -> list[int]:

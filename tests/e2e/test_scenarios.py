@@ -24,8 +24,7 @@ import pytest
 from bot.lab.cluster import supervisor_records
 from bot.metrics import FAILOVER_REASONS, SELF_FENCE_REASONS
 from harness.checker import Allowance
-from harness.cluster import Cluster, have_tools
-from harness.vip import Topology, netns_unavailable
+from harness.cluster import Cluster
 from tests.e2e.outcome import (
     Snapshot,
     after_takeover,
@@ -35,7 +34,7 @@ from tests.e2e.outcome import (
     self_fences,
     snapshot,
 )
-from tests.helpers import wait_for_sync
+from tests.helpers import running_cluster, wait_for_sync
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 
@@ -46,18 +45,9 @@ SAMPLE = 0.05  # sampling error allowed for the VIP and pid recorders
 
 @pytest.fixture
 def cluster(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Cluster]:
-    reason = have_tools() or netns_unavailable()
-    if reason:
-        pytest.skip(reason)
     proxied = request.node.get_closest_marker("proxied") is not None
-    with Topology() as topo:
-        c = Cluster(tmp_path / "cluster", topo, proxied=proxied)
-        try:
-            c.start()
-            c.wait_primary(within=30)
-            yield c
-        finally:
-            c.stop()
+    with running_cluster(tmp_path / "cluster", proxied=proxied) as c:
+        yield c
 
 
 def allow(start: float, max_outage: float) -> Allowance:

@@ -21,8 +21,7 @@ from typing import Any
 
 import pytest
 
-from harness.cluster import Cluster, have_tools
-from harness.vip import Topology, netns_unavailable
+from harness.cluster import Cluster
 from rseries.simulator import control
 from tests.e2e.outcome import after_takeover, assert_took_over
 from tests.e2e.test_scenarios import (  # noqa: F401 - the fixture
@@ -36,7 +35,7 @@ from tests.e2e.test_scenarios import (  # noqa: F401 - the fixture
     settle,
     watch,
 )
-from tests.helpers import wait_for_sync
+from tests.helpers import running_cluster, wait_for_sync
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 
@@ -112,24 +111,14 @@ def slow_redis_cluster(tmp_path: Path) -> Iterator[Cluster]:
     over a slow link to a remote Sentinel, and a lease long enough for it (6 s): a renewal
     in flight at the fence deadline would hold the fence back past the end of the lease.
     The watchdog (5 s) outlasts a cycle that waits on Redis, so the bot fences itself."""
-    reason = have_tools() or netns_unavailable()
-    if reason:
-        pytest.skip(reason)
-    with Topology() as topo:
-        c = Cluster(
-            tmp_path / "cluster",
-            topo,
-            proxied=True,
-            lease_ttl=f"{SLOW_LEASE:g}s",
-            watchdog_sec=5.0,
-            extra={"redis": {"timeout": "2s"}},
-        )
-        try:
-            c.start()
-            c.wait_primary(within=30)
-            yield c
-        finally:
-            c.stop()
+    with running_cluster(
+        tmp_path / "cluster",
+        proxied=True,
+        lease_ttl=f"{SLOW_LEASE:g}s",
+        watchdog_sec=5.0,
+        extra={"redis": {"timeout": "2s"}},
+    ) as c:
+        yield c
 
 
 def test_frozen_links_and_a_silent_appliance_do_not_delay_the_fence(
