@@ -81,6 +81,13 @@ def register_simulate(simsub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--sip-netns", metavar="NS", help="open the --sip-port listener in network namespace NS"
     )
+    p.add_argument(
+        "--stop-delay",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="on SIGTERM, go on serving S seconds before stopping (a graceful stop)",
+    )
     p.add_argument("--daemon", action="store_true", help="run in the background (needs --pidfile)")
     p.add_argument("--pidfile", metavar="F", help="write the process id here")
     p.add_argument("--record", metavar="FILE", help="append lifetime events as JSON lines")
@@ -194,13 +201,19 @@ async def _serve(args: argparse.Namespace, secret: str) -> int:
     loop = asyncio.get_running_loop()
     tasks: set[asyncio.Task[None]] = set()
 
+    async def stop_after(delay: float) -> None:
+        # A real Asterisk's `core stop gracefully` waits for its calls to end.
+        if delay > 0:
+            await asyncio.sleep(delay)
+        await sim.shutdown(restart=False)
+
     def on_term() -> None:
         if sim.stalled:
             # A hung Asterisk does not act on SIGTERM either (a real SIGSTOP'd one
             # does not even see it); only SIGKILL ends it.
             log.warning("stalled: SIGTERM ignored")
             return
-        task = loop.create_task(sim.shutdown(restart=False))
+        task = loop.create_task(stop_after(args.stop_delay))
         tasks.add(task)
         task.add_done_callback(tasks.discard)
 

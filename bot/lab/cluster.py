@@ -295,6 +295,7 @@ class Cluster:
         asterisk_binary: str | None = None,
         stop_graceful: float = 5.0,
         timeout_stop_sec: float = 30.0,
+        sim_stop_delay: float = 0.0,
     ) -> None:
         if asterisk not in ("sim", "real"):
             raise ValueError(f"asterisk must be 'sim' or 'real', not {asterisk!r}")
@@ -310,6 +311,7 @@ class Cluster:
         self.renew_interval = renew_interval
         self.boot_delay = boot_delay
         self.test_call_interval = test_call_interval
+        self.sim_stop_delay = sim_stop_delay  # the simulated Asterisk's graceful stop
         self.spans_grace = spans_grace
         self.watchdog_sec = watchdog_sec
         self.drbd_fake = drbd_fake
@@ -385,7 +387,8 @@ class Cluster:
                       "--secret-file", secret, "--control-port", str(node.ami_control),
                       "--ari-port", str(node.ari_port), "--ari-password-file", ari_password,
                       "--daemon", "--pidfile", pidfile, "--record", str(node.asterisk_record),
-                      "--dialplan-file", str(self.dialplan_file)],
+                      "--dialplan-file", str(self.dialplan_file),
+                      "--stop-delay", f"{self.sim_stop_delay:g}"],
             "stop": [*sim, "asterisk-stop", "--pidfile", pidfile],
             "kill": [*sim, "asterisk-stop", "--pidfile", pidfile, "--kill"],
             "status": [*sim, "asterisk-status", "--pidfile", pidfile],
