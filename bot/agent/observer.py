@@ -163,7 +163,7 @@ class Observer:
             ready=bool(peer_rec and peer_rec.ready),
             reachable=peer_rec is not None or keeper.peer_reachable,
             epoch=peer_rec.epoch if peer_rec else None,
-            test_call_failed=test_call_failed(peer_rec, self.failed_holddown),
+            test_call_failed=last_test_call_failed(peer_rec, self.failed_holddown),
             promise_valid_until=keeper.promise_until,
         )
         services = LocalServices(
@@ -203,7 +203,7 @@ class Observer:
         return self.records.get(self.peer_id) if self.peer_id else None
 
 
-def test_call_failed(record: NodeRecord | None, within: float) -> bool:
+def last_test_call_failed(record: NodeRecord | None, within: float) -> bool:
     """Did the node's last test call fail, ``within`` seconds before its record was written?
 
     Both times are the writer's own wall clock, so the two nodes' clocks never meet.

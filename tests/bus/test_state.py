@@ -110,19 +110,27 @@ def test_unwritable_directory_is_a_state_error(tmp_path: Path) -> None:
         StateDir(blocker / "sub")
 
 
+def gate_first_write(monkeypatch: pytest.MonkeyPatch) -> tuple[threading.Event, threading.Event]:
+    """The state directory's first file write waits for ``release`` (5 s at most);
+    ``writing`` is set when it begins. Later writes go straight through."""
+    writing, release = threading.Event(), threading.Event()
+    real_write = state_module._atomic_write
+
+    def first_write_gated(directory: Path, name: str, data: bytes) -> None:
+        if not writing.is_set():
+            writing.set()
+            assert release.wait(5)
+        real_write(directory, name, data)
+
+    monkeypatch.setattr(state_module, "_atomic_write", first_write_gated)
+    return writing, release
+
+
 async def test_a_promise_off_the_loop_is_durable_when_it_returns_and_the_loop_runs_meanwhile(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     state = StateDir(tmp_path, boot_id="x")
-    writing, release = threading.Event(), threading.Event()
-    real_write = state_module._atomic_write
-
-    def slow_write(directory: Path, name: str, data: bytes) -> None:
-        writing.set()
-        assert release.wait(5)
-        real_write(directory, name, data)
-
-    monkeypatch.setattr(state_module, "_atomic_write", slow_write)
+    writing, release = gate_first_write(monkeypatch)
     task = asyncio.ensure_future(state.give_promise_off_loop("b", 42.0))
     assert await asyncio.to_thread(writing.wait, 5)  # the loop ran while the disk waited
     assert not task.done()
@@ -136,18 +144,7 @@ async def test_an_older_snapshot_never_replaces_a_newer_one(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     state = StateDir(tmp_path, boot_id="x")
-    writing, release = threading.Event(), threading.Event()
-    real_write = state_module._atomic_write
-    slowed = [True]
-
-    def first_write_slow(directory: Path, name: str, data: bytes) -> None:
-        if slowed[0]:
-            slowed[0] = False
-            writing.set()
-            assert release.wait(5)
-        real_write(directory, name, data)
-
-    monkeypatch.setattr(state_module, "_atomic_write", first_write_slow)
+    writing, release = gate_first_write(monkeypatch)
     promise = asyncio.ensure_future(state.give_promise_off_loop("b", 42.0))
     assert await asyncio.to_thread(writing.wait, 5)
     # Meanwhile the loop takes the lease: a newer snapshot, written when the lock frees.

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from bot.agent.observer import test_call_failed as peer_test_call_failed
+from bot.agent.observer import last_test_call_failed
 from bot.bus import NodeRecord
 
 WRITTEN = 1_800_000_000.0  # the record's last_seen: the writer's wall clock
@@ -41,4 +41,4 @@ ANSWERED = {"outcome": "answered", "reason": ""}
 def test_a_failed_test_call_counts_within_failed_holddown_of_the_record(
     rec: NodeRecord | None, failed: bool
 ) -> None:
-    assert peer_test_call_failed(rec, within=600.0) is failed
+    assert last_test_call_failed(rec, within=600.0) is failed
