@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import os
 import select
-import shutil
 import signal
 import socket
 import subprocess
@@ -27,6 +26,7 @@ from pathlib import Path
 from typing import IO
 
 from bot.lab.netns import IFACE, Topology, socket_in
+from harness import tools
 
 SETTINGS = {"VRRPv2 1s": (2, 1.0), "VRRPv3 0.1s": (3, 0.1)}
 PRIORITY = 100
@@ -35,9 +35,7 @@ ROUTER_ID = 51
 
 def keepalived_missing() -> str | None:
     """Why keepalived cannot run here, or None."""
-    if shutil.which("keepalived") is None and not Path("/usr/sbin/keepalived").exists():
-        return "keepalived is not installed (Debian package keepalived)"
-    return None
+    return tools.missing("keepalived")
 
 
 def master_down_interval(advert: float, version: int, priority: int = PRIORITY) -> float:

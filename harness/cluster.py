@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ from bot.lab.cluster import RESOURCE
 from bot.lab.cluster import Cluster as LabCluster
 from bot.lab.cluster import Node as Node
 from bot.lab.netns import Topology
-from harness import recorders, replication
+from harness import recorders, replication, tools
 from harness.checker import Allowance, Interval, Observations, Verdict, check, merge
 from harness.fakes import FAKES_BIN
 from harness.proxy import ProxyProcess
@@ -216,9 +215,8 @@ def _lease_holder(raw: bytes | None) -> str | None:
 
 
 def have_tools() -> str | None:
-    for tool in ("redis-server", "ip"):
-        if shutil.which(tool) is None:
-            return f"{tool} not installed"
+    if reason := tools.missing("redis-server", "ip"):
+        return reason
     if os.geteuid() != 0:
         return "needs root for network namespaces"
     return None

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from bot.lab.cluster import PORT_BAND_ENV, port_bands
 from bot.lab.netns import Topology, netns_unavailable
 from tests.helpers import RedisServer
 
@@ -14,6 +15,14 @@ from tests.helpers import RedisServer
 # with CI=true a skip becomes a failure that names what was missing. Reasons listed here are
 # skips that are not about a missing part and stay skips in CI (none today).
 SKIP_ALLOWED_IN_CI: tuple[str, ...] = ()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Parallel workers (pytest-xdist) each take lab ports from a band of their own.
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    count = os.environ.get("PYTEST_XDIST_WORKER_COUNT", "")
+    if worker.startswith("gw") and count.isdigit():
+        os.environ[PORT_BAND_ENV] = port_bands(int(count))[int(worker[2:])]
 
 
 def in_ci() -> bool:

@@ -44,6 +44,9 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "deploy" / "examples"
 
 _EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
 _LOWEST_LAB_PORT = 20000
+# "LOW-HIGH": the band this process and its children take lab ports from; parallel test
+# workers each get their own, so two labs never race for one port.
+PORT_BAND_ENV = "FAILOVER_LAB_PORTS"
 _handed_out: set[int] = set()
 
 
@@ -61,9 +64,9 @@ def free_port() -> int:
     (the lab's own pollers open hundreds a minute) before the part it is meant for binds
     it, seconds later. Ports below the ephemeral range are never used for that.
     """
-    high = _ephemeral_low()
+    low, high = _port_band()
     for _ in range(200):
-        port = random.randrange(_LOWEST_LAB_PORT, high) if high > _LOWEST_LAB_PORT + 100 else 0
+        port = random.randrange(low, high) if high > low + 100 else 0
         if port in _handed_out:
             continue
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
@@ -75,6 +78,22 @@ def free_port() -> int:
         _handed_out.add(found)
         return found
     raise RuntimeError("no free loopback port below the ephemeral range")
+
+
+def _port_band() -> tuple[int, int]:
+    band = os.environ.get(PORT_BAND_ENV, "")
+    try:
+        low, high = (int(part) for part in band.split("-"))
+    except ValueError:
+        return _LOWEST_LAB_PORT, _ephemeral_low()
+    return low, high
+
+
+def port_bands(count: int) -> list[str]:
+    """``count`` disjoint port bands below the ephemeral range, as PORT_BAND_ENV values."""
+    low, high = _LOWEST_LAB_PORT, _ephemeral_low()
+    width = (high - low) // max(count, 1)
+    return [f"{low + i * width}-{low + (i + 1) * width}" for i in range(count)]
 
 
 def port_open(port: int) -> bool:

@@ -11,6 +11,7 @@ cluster until Ctrl-C. Everything it started is removed on exit.
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import signal
 import sys
@@ -25,6 +26,13 @@ from bot.lab.cluster import Cluster
 from bot.lab.netns import Topology, netns_unavailable
 
 SETTLE_SECONDS = 3.0  # the "few seconds" the healthy cluster is shown before the fault
+# Each of these ends the demo, and everything it started, cleanly: Ctrl-C, `kill`, the
+# terminal closed.
+ENDING_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+class OutputClosed(Exception):
+    """Whoever read the demo's output went away (`| head`, a `tee` ended by Ctrl-C)."""
 
 
 class Demo:
@@ -35,9 +43,19 @@ class Demo:
         self.once = once
         self.asterisk = asterisk
         self.last_line = ""
+        self.out_closed = False
 
     def say(self, text: str = "") -> None:
-        print(text, file=self.out, flush=True)
+        """Print a line; the first write to a closed output ends the demo (OutputClosed),
+        and from then on nothing is written, so the clean-up runs to its end."""
+        if self.out_closed:
+            return
+        try:
+            print(text, file=self.out, flush=True)
+        except (BrokenPipeError, ValueError):  # ValueError: the stream itself was closed
+            self.out_closed = True
+            _silence(self.out)
+            raise OutputClosed from None
 
     def run(self) -> int:
         missing = [t for t in ("redis-server",) if shutil.which(t) is None]
@@ -52,20 +70,26 @@ class Demo:
             self.say(f"(Asterisk simulator in this demo: {HOW_TO_GET})")
         workdir = Path(tempfile.mkdtemp(prefix="failover-demo-"))
         try:
-            with self._topology() as topology, _sigterm_as_interrupt():
+            with _endings_as_interrupt(), self._topology() as topology:
                 cluster = Cluster(workdir / "cluster", topology, asterisk=kind)
                 try:
                     return self._play(cluster)
                 finally:
-                    self.say("\nstopping the cluster and cleaning up ...")
-                    cluster.stop()
-        except KeyboardInterrupt:
+                    # Nothing may cut the clean-up short: not a second Ctrl-C, not the
+                    # output going away (say() is quiet then).
+                    with _endings_ignored():
+                        with contextlib.suppress(OutputClosed):
+                            self.say("\nstopping the cluster and cleaning up ...")
+                        cluster.stop()
+        except (KeyboardInterrupt, OutputClosed):
             return 0
         finally:
-            shutil.rmtree(workdir, ignore_errors=True)
-            self.say("cleaned up.")
-            if self.last_line:
-                self.say(self.last_line)
+            with _endings_ignored():
+                shutil.rmtree(workdir, ignore_errors=True)
+                with contextlib.suppress(OutputClosed):
+                    self.say("cleaned up.")
+                    if self.last_line:
+                        self.say(self.last_line)
 
     @contextlib.contextmanager
     def _topology(self) -> Iterator[Topology | None]:
@@ -86,7 +110,8 @@ class Demo:
         for node in c.nodes.values():
             self.say(f"  node {node.id}: status page {node.api}/   (API, metrics at /metrics)")
         if c.topology is not None:
-            self.say(f"  floating IP {c.topology.vip} inside network namespaces")
+            names = ", ".join(c.topology.ns(m) for m in ("switch", *c.topology.members))
+            self.say(f"  floating IP {c.topology.vip} inside network namespaces {names}")
         primary = c.wait_primary(within=60)
         standby = "b" if primary == "a" else "a"
         c.wait_role(standby, "standby", within=30)
@@ -168,12 +193,32 @@ def _ready(c: Cluster, node: str) -> bool:
 
 
 @contextlib.contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
+def _endings_as_interrupt() -> Iterator[None]:
     def handler(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt
 
-    old = signal.signal(signal.SIGTERM, handler)
+    old = {s: signal.signal(s, handler) for s in ENDING_SIGNALS}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, old)
+        for s, previous in old.items():
+            signal.signal(s, previous)
+
+
+@contextlib.contextmanager
+def _endings_ignored() -> Iterator[None]:
+    old = {s: signal.signal(s, signal.SIG_IGN) for s in ENDING_SIGNALS}
+    try:
+        yield
+    finally:
+        for s, previous in old.items():
+            signal.signal(s, previous)
+
+
+def _silence(out: TextIO) -> None:
+    # Point the closed output at /dev/null, so the interpreter's own flush at exit does
+    # not fail on it either.
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, out.fileno())
+        os.close(devnull)

@@ -24,14 +24,15 @@ from prometheus_client import CollectorRegistry
 
 from bot.api import bound_port, create_app, start_api
 from bot.statuscontract import json_schema
+from harness import tools
 from harness.cluster import Cluster
-from tests.api.cdp import CHROMIUM, Browser
+from tests.api.cdp import Browser
 from tests.api.fakes import FakeView, RecordingControls
 from tests.e2e.test_scenarios import other
 from tests.helpers import running_cluster, wait_for
 
 pytestmark = pytest.mark.skipif(
-    not os.path.exists(CHROMIUM), reason=f"{CHROMIUM} is missing (apt-get install chromium)"
+    tools.missing("chromium") is not None, reason=tools.missing("chromium") or ""
 )
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"

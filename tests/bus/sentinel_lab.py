@@ -7,12 +7,12 @@ it directly.
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from pathlib import Path
 
 import redis
 
+from harness import tools
 from harness.proxy import ProxyProcess
 from tests.helpers import RedisServer, free_port, port_open, wait_for_sync
 
@@ -44,7 +44,7 @@ class Sentinel:
             f"sentinel failover-timeout {SERVICE} 4000\n"
             f"sentinel parallel-syncs {SERVICE} 1\n"
         )
-        exe = shutil.which("redis-sentinel") or "/usr/bin/redis-sentinel"
+        exe = tools.need("redis-sentinel")
         self.proc = subprocess.Popen(
             [exe, str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )

@@ -18,6 +18,7 @@ import pytest
 from aiohttp import web
 
 from bot.metrics import Metrics
+from harness import tools
 from tests.helpers import free_port, port_open, wait_for_sync
 
 REPO = Path(__file__).resolve().parents[2]
@@ -132,8 +133,8 @@ def metrics_target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ScrapeT
     namespaces needed: the floating IP is left out); node a is the primary, both nodes'
     APIs serve /metrics.
     """
-    if shutil.which("redis-server") is None:
-        pytest.skip("redis-server is not installed")
+    if reason := tools.missing("redis-server"):
+        pytest.skip(reason)
     from harness.cluster import Cluster
 
     cluster = Cluster(tmp_path_factory.mktemp("lab"), None)
@@ -159,7 +160,7 @@ class Prometheus:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        exe = shutil.which("prometheus") or "/usr/bin/prometheus"
+        exe = tools.need("prometheus")
         shutil.copy(ALERTS, self.workdir / "alerts.yml")
         # JSON is YAML: no YAML library needed to write the configuration.
         config = {
@@ -239,8 +240,8 @@ class Prometheus:
 def prometheus(
     tmp_path_factory: pytest.TempPathFactory, metrics_target: ScrapeTarget
 ) -> Iterator[Prometheus]:
-    if not (shutil.which("prometheus") or Path("/usr/bin/prometheus").exists()):
-        pytest.skip("prometheus is not installed (Debian package prometheus)")
+    if reason := tools.missing("prometheus"):
+        pytest.skip(reason)
     prom = Prometheus(tmp_path_factory.mktemp("prometheus"), metrics_target)
     prom.start()
     try:

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import re
 import shlex
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 
 from bot.commands import COMMAND_MODULES
+from harness import tools
 from harness.replication import shipped_policies
 from tests.deploy.conftest import REPO
 
@@ -26,8 +26,8 @@ VERBS = {verb for verbs in COMMAND_MODULES.values() for verb in verbs}
 
 
 def dump(tool: str, resource: Path) -> str:
-    if not Path(tool).exists() and shutil.which(tool) is None:
-        pytest.skip(f"{tool} not installed (drbd-utils)")
+    if reason := tools.missing("drbdadm"):
+        pytest.skip(reason)
     result = subprocess.run(
         [tool, "-c", str(resource), "dump"], capture_output=True, text=True, timeout=30
     )
@@ -84,8 +84,8 @@ def test_drbd9_resource_parses_with_drbdadm_9() -> None:
 def test_each_file_is_refused_by_the_other_parser() -> None:
     """They are not interchangeable: the label at the top says which module each is for."""
     for tool, wrong in ((str(DRBDADM_84), "pbx-drbd9.res"), ("drbdadm", "pbx.res")):
-        if not Path(tool).exists() and shutil.which(tool) is None:
-            pytest.skip(f"{tool} not installed")
+        if reason := tools.missing("drbdadm"):
+            pytest.skip(reason)
         result = subprocess.run(
             [tool, "-c", str(DRBD_DIR / wrong), "dump"], capture_output=True, timeout=30
         )
@@ -102,9 +102,9 @@ def test_the_lab_runs_the_shipped_policies() -> None:
 
 
 def test_boot_unit_verifies_and_never_waits_for_the_peer(tmp_path: Path) -> None:
-    tool = shutil.which("systemd-analyze")
-    if tool is None:
-        pytest.skip("systemd-analyze not installed")
+    if reason := tools.missing("systemd-analyze"):
+        pytest.skip(reason)
+    tool = tools.need("systemd-analyze")
     unit = DRBD_DIR / "failover-bot-drbd@.service"
     text = unit.read_text()
     (tmp_path / unit.name).write_text(text)

@@ -4,7 +4,6 @@ on a bad one. Real files, a real pty, the real drbdadm parser."""
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -14,6 +13,7 @@ import pytest
 
 from bot.config import parse_config
 from bot.hostcheck import Host, check_secret_mode, host_findings
+from harness import tools
 from tests.deploy.conftest import REPO
 
 
@@ -100,8 +100,8 @@ def test_a_bad_host_gets_every_problem_named(tmp_path: Path) -> None:
 
 
 def test_a_good_host_is_all_ok(tmp_path: Path) -> None:
-    if shutil.which("drbdadm") is None:
-        pytest.skip("drbdadm not installed")
+    if reason := tools.missing("drbdadm"):
+        pytest.skip(reason)
     for name in ("cluster.secret", "ami.secret", "api.token"):
         _secret(tmp_path, name, 0o600)
     (tmp_path / "state").mkdir(mode=0o700)
@@ -147,8 +147,8 @@ def test_a_good_host_is_all_ok(tmp_path: Path) -> None:
 
 
 def test_unknown_drbd_resource_and_enabled_asterisk(tmp_path: Path) -> None:
-    if shutil.which("drbdadm") is None:
-        pytest.skip("drbdadm not installed")
+    if reason := tools.missing("drbdadm"):
+        pytest.skip(reason)
     for name in ("cluster.secret", "ami.secret", "api.token"):
         _secret(tmp_path, name, 0o600)
     units = tmp_path / "units"

@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import pwd
 import re
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -20,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from harness import tools
 from tests.deploy.conftest import REPO
 from tests.helpers import wait_for_sync
 
@@ -134,9 +134,10 @@ class RedisHost:
 
 @pytest.fixture
 def host(tmp_path: Path) -> Iterator[RedisHost]:
-    for tool in ("redis-server", "redis-sentinel", "redis-cli", "unshare", "setpriv", "ip"):
-        if shutil.which(tool) is None:
-            pytest.skip(f"{tool} not installed")
+    if reason := tools.missing(
+        "redis-server", "redis-sentinel", "redis-cli", "unshare", "setpriv", "ip"
+    ):
+        pytest.skip(reason)
     if os.geteuid() != 0:
         pytest.skip("needs root (namespaces, user redis)")
     try:

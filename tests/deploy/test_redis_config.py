@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import redis
 
+from harness import tools
 from tests.deploy.conftest import REPO
 from tests.helpers import free_port, port_open, wait_for_sync
 
@@ -63,8 +64,8 @@ class Procs:
 
 @pytest.fixture
 def procs() -> Iterator[Procs]:
-    if not shutil.which("redis-server"):
-        pytest.skip("redis-server is not installed")
+    if reason := tools.missing("redis-server"):
+        pytest.skip(reason)
     p = Procs()
     try:
         yield p
@@ -108,7 +109,7 @@ def test_master_refuses_writes_without_a_replica(procs: Procs, tmp_path: Path) -
 
     wait_for_sync(replica_in_sync, 10, "the replica to sync")
     assert master.set("failover:{lab}:leader", "x", nx=True, px=3000)
-    assert master.execute_command("WAIT", 1, 1000) == 1
+    assert master.execute_command("WAIT", 1, 10_000) == 1  # returns once acknowledged
     assert client(replica_port).get("failover:{lab}:leader") == "x"
 
     # The replica's host dies.
@@ -120,8 +121,8 @@ def test_master_refuses_writes_without_a_replica(procs: Procs, tmp_path: Path) -
 
 
 def test_three_sentinels_reach_their_quorum(procs: Procs, tmp_path: Path) -> None:
-    if not shutil.which("redis-sentinel"):
-        pytest.skip("redis-sentinel is not installed")
+    if reason := tools.missing("redis-sentinel"):
+        pytest.skip(reason)
     master_port, _ = start_redis(procs, tmp_path / "master")
     sentinel_ports = []
     for i in range(3):

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from harness import tools
 from tests.deploy.conftest import REPO
 
 PROM_DIR = REPO / "deploy" / "prometheus"
@@ -21,10 +22,10 @@ SCHEMA = REPO.parent / "shared" / "reference" / "grafana-dashboard.schema.json"
 
 
 def need(tool: str) -> str:
-    path = shutil.which(tool)
-    if path is None:
-        pytest.skip(f"{tool} is not installed")
-    return path
+    reason = tools.missing(tool)
+    if reason:
+        pytest.skip(reason)
+    return tools.need(tool)
 
 
 def run(argv: list[str], cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
