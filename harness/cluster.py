@@ -37,7 +37,7 @@ class Cluster(LabCluster):
         replication: bool = False,
         **kw: Any,
     ) -> None:
-        super().__init__(workdir, topology, drbd_fake=FAKES_BIN.parent / "fakecmd.py", **kw)
+        super().__init__(workdir, topology, drbd_fake=FAKES_BIN.parent / "fake.py", **kw)
         # With ``replication``, the DRBD stand-in models the link, fencing with the
         # shipped policies and the bot's handlers, and the application's writes.
         self.replication = replication
@@ -170,9 +170,9 @@ class Cluster(LabCluster):
         assert verdict.ok, verdict.report() + "\n" + obs.timeline(self.t0) + self.logs_tail()
         return obs
 
-    def stop(self) -> None:
+    def stop(self, hand_over: bool = True) -> None:
         try:
-            super().stop()
+            super().stop(hand_over)
         finally:
             for proxies in self.proxies.values():
                 for proxy in proxies.values():

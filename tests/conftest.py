@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from collections.abc import Generator, Iterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +17,26 @@ from tests.helpers import RedisServer
 # with CI=true a skip becomes a failure that names what was missing. Reasons listed here are
 # skips that are not about a missing part and stay skips in CI (none today).
 SKIP_ALLOWED_IN_CI: tuple[str, ...] = ()
+
+
+# `make test-loaded`: this many spinning processes run beside the tests, started by the
+# run itself (the controller, not each worker) and ended with it.
+LOAD_ENV = "FAILOVER_TEST_LOAD"
+_burner: list[subprocess.Popen[bytes]] = []
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    count = os.environ.get(LOAD_ENV, "0")
+    if os.environ.get("PYTEST_XDIST_WORKER") or not count.isdigit() or int(count) == 0:
+        return
+    _burner.append(subprocess.Popen([sys.executable, "-m", "harness.burner", count]))
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    for proc in _burner:
+        proc.terminate()
+        proc.wait(10)
+    _burner.clear()
 
 
 def pytest_configure(config: pytest.Config) -> None:

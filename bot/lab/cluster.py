@@ -40,6 +40,8 @@ HOSTS = {"a": "A", "b": "B"}
 RESOURCE = "pbx"
 SIP_PORT = 5060
 EXAMPLES = Path(__file__).resolve().parents[2] / "deploy" / "examples"
+# The nodes' Asterisk status command: a bare script, as cheap as `systemctl is-active`.
+PIDSTATUS = [PY, "-IS", str(Path(__file__).resolve().with_name("pidstatus.py"))]
 
 
 _EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
@@ -410,7 +412,7 @@ class Cluster:
                       "--stop-delay", f"{self.sim_stop_delay:g}"],
             "stop": [*sim, "asterisk-stop", "--pidfile", pidfile],
             "kill": [*sim, "asterisk-stop", "--pidfile", pidfile, "--kill"],
-            "status": [*sim, "asterisk-status", "--pidfile", pidfile],
+            "status": [*PIDSTATUS, pidfile, "simulate"],
             "boot_timeout": "10s",
             "command_timeout": "5s",
         }  # fmt: skip
@@ -453,7 +455,7 @@ class Cluster:
             "start": [*lab, "start", *where],
             "stop": [*lab, "stop", *where, "--graceful", str(self.stop_graceful)],
             "kill": [*lab, "kill", *where],
-            "status": [*lab, "status", *where],
+            "status": [*PIDSTATUS, str(node.pidfile), "asterisk"],
             "boot_timeout": "20s",
             "command_timeout": f"{self.stop_graceful + real_asterisk.STOP_NOW_WAIT + 5:g}s",
         }
@@ -550,6 +552,15 @@ class Cluster:
     def kill_host(self, node_id: str) -> None:
         """Host death: supervisor, bot and Asterisk killed at once, its network gone."""
         node = self.nodes[node_id]
+        self._kill_processes(node)
+        if self.topology is not None:
+            self.topology.exec(node_id, ["ip", "link", "set", "dev", "eth0", "down"], check=False)
+            self.topology.exec(node_id, ["ip", "addr", "flush", "dev", "eth0"], check=False)
+        if self.drbd_fake is not None:
+            # The dead host is gone from the replication link.
+            self.set_drbd(connected=False, node=node_id, role="Secondary")
+
+    def _kill_processes(self, node: Node) -> None:
         pids = (
             node.supervisor.pid if node.supervisor else None,
             node.bot_pid(),
@@ -561,12 +572,6 @@ class Cluster:
                     os.kill(pid, signal.SIGKILL)
         if node.supervisor is not None:
             node.supervisor.wait(5)
-        if self.topology is not None:
-            self.topology.exec(node_id, ["ip", "link", "set", "dev", "eth0", "down"], check=False)
-            self.topology.exec(node_id, ["ip", "addr", "flush", "dev", "eth0"], check=False)
-        if self.drbd_fake is not None:
-            # The dead host is gone from the replication link.
-            self.set_drbd(connected=False, node=node_id, role="Secondary")
 
     def revive_host(self, node_id: str) -> None:
         """The dead host comes back: link up, replication reconnected, bot started."""
@@ -649,10 +654,16 @@ class Cluster:
 
     # ------------------------------------------------------------------ teardown
 
-    def stop(self) -> None:
+    def stop(self, hand_over: bool = True) -> None:
+        """End everything. ``hand_over``: each bot stops as systemd would stop it (drain,
+        hand over, fence); without, every node is ended at once, as a test's teardown
+        that is not about stopping wants (the state is thrown away)."""
         for node in self.nodes.values():
             if node.supervisor is not None and node.supervisor.poll() is None:
-                node.supervisor.send_signal(signal.SIGTERM)
+                if hand_over:
+                    node.supervisor.send_signal(signal.SIGTERM)
+                else:
+                    self._kill_processes(node)
         for node in self.nodes.values():
             if node.supervisor is not None:
                 try:
