@@ -27,6 +27,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 from contextlib import suppress
+from functools import partial
 from pathlib import Path
 from typing import IO, Any
 
@@ -683,8 +684,42 @@ class Cluster:
             except subprocess.TimeoutExpired:
                 self.rseries.kill()
         self.redis.stop()
+        self._end_leftovers()
         for fh in self._files:
             fh.close()
+
+    def _end_leftovers(self) -> None:
+        """Kill any process that still names this cluster's directory: an Asterisk a bot
+        was starting as it was killed writes its pidfile after the last look at it."""
+        marker = str(self.dir.resolve()).encode()
+        for _ in range(3):
+            found = [pid for pid in pids_naming(marker) if pid != os.getpid()]
+            if not found:
+                return
+            for pid in found:
+                with suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            with suppress(WaitTimeout):
+                wait_until(partial(_none_alive, found), 5, "leftovers to end")
+
+
+def _none_alive(pids: list[int]) -> bool:
+    return not any(pid_alive(p) for p in pids)
+
+
+def pids_naming(marker: bytes) -> list[int]:
+    """The processes whose command line contains ``marker``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if marker in cmdline:
+            found.append(int(entry.name))
+    return found
 
 
 def supervisor_records(node: Node) -> list[dict[str, Any]]:

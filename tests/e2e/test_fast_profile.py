@@ -20,7 +20,7 @@ from harness.checker import Allowance
 from harness.cluster import Cluster
 from tests.helpers import running_cluster, wait_for_sync
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120), pytest.mark.xdist_group("timing")]
 
 FAST = Path(__file__).resolve().parents[2] / "deploy" / "examples" / "fast-a.toml"
 SAMPLE = 0.05

@@ -37,7 +37,7 @@ from tests.e2e.test_scenarios import (  # noqa: F401 - the fixture
 )
 from tests.helpers import running_cluster, wait_for_sync
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120), pytest.mark.xdist_group("timing")]
 
 HOST = {"a": "A", "b": "B"}
 SLOW_LEASE = 6.0
