@@ -112,6 +112,11 @@ class _StepFailed(Exception):
         self.timing = timing
 
 
+def _not_gone(steps: list[StepTiming]) -> str:
+    failed = ", ".join(s.name for s in steps if not s.ok)
+    return f"{failed} failed: the address or Asterisk may still be up here"
+
+
 class Takeover:
     def __init__(
         self,
@@ -422,12 +427,19 @@ class Takeover:
         await self._step(steps, "asterisk_stop", self._asterisk_stop, 2 * cmd_timeout + 1.0)
         if self.vip is not None:
             await self._step(steps, "vip_down", self._vip_down, self.vip.timeout + 1.0)
-        if self.drbd is not None:
+        failures = [s for s in steps if not s.ok and s.name != "drain"]
+        if self.drbd is not None and failures:
+            # Rule 10: DRBD Primary is given up last. While the address or Asterisk may
+            # still be up here, it keeps the peer's promotion (and so its address) out.
+            log.warning("DRBD kept Primary: %s", _not_gone(failures))
+        elif self.drbd is not None:
             limit = 4 * DRBD_COMMAND_TIMEOUT
             await self._step(steps, "drbd_down", self._drbd_demote, limit)
         failures = [s for s in steps if not s.ok and s.name != "drain"]
         if failures:
-            return TakeoverReport("failed", steps, f"{failures[0].name}: {failures[0].detail}")
+            reason = f"{failures[0].name}: {failures[0].detail}"
+            kept = self.drbd is not None and not any(s.name == "drbd_down" for s in steps)
+            return TakeoverReport("failed", steps, reason + ("; DRBD kept Primary" if kept else ""))
         return TakeoverReport("succeeded", steps, "demoted")
 
     async def _asterisk_stop(self) -> str:
@@ -477,7 +489,11 @@ class Takeover:
             return "killed"
 
         await self._step(steps, "fence_asterisk", kill, left("fence_asterisk"))
-        if self.drbd is not None:
+        kept = self.drbd is not None and not all(s.ok for s in steps)
+        if kept:
+            # Rule 10: DRBD Primary is given up last (see ``demote``); the retry tries again.
+            log.warning("DRBD kept Primary: %s", _not_gone(steps))
+        elif self.drbd is not None:
             drbd = self.drbd
 
             async def secondary() -> str:
@@ -488,7 +504,7 @@ class Takeover:
         failures = [s for s in steps if not s.ok]
         if failures:
             reason = "; ".join(f"{s.name}: {s.detail}" for s in failures)
-            return TakeoverReport("failed", steps, reason)
+            return TakeoverReport("failed", steps, reason + ("; DRBD kept Primary" if kept else ""))
         return TakeoverReport("succeeded", steps, "fenced")
 
     # ---------------------------------------------------------------- state

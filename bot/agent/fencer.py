@@ -89,6 +89,14 @@ class Fencer:
         """A fence is running (or waiting to run)."""
         return self._lock.locked()
 
+    async def wait_complete(self) -> None:
+        """Until no fence runs and the last one completed (every step succeeded)."""
+        while True:
+            async with self._lock:
+                if not self.incomplete:
+                    return
+            await asyncio.sleep(self.retry_interval)
+
     async def fence(
         self,
         reason: FenceReason,

@@ -295,10 +295,12 @@ async def test_fence_tries_every_step_and_never_raises(cfg: Config, world: FakeW
     world.set_fault("fake-service kill", sleep=5)
     report = await rig.takeover.fence()
     assert report.outcome == "failed"
-    assert [s.name for s in report.steps] == ["fence_vip", "fence_asterisk", "fence_drbd"]
+    # DRBD Primary is given up last: not while the address or Asterisk may be up.
+    assert [s.name for s in report.steps] == ["fence_vip", "fence_asterisk"]
     assert [s.ok for s in report.steps[:2]] == [False, False]
+    assert world.role("r0") == "Primary" and "DRBD kept Primary" in report.reason
     # The hung kill is cut off at its floor, not at the spent budget (a kill given up
-    # at once would leave Asterisk running), and DRBD still gets its turn.
+    # at once would leave Asterisk running).
     kill = report.steps[1]
     assert (
         FENCE_STEP_FLOOR["fence_asterisk"]
@@ -309,6 +311,39 @@ async def test_fence_tries_every_step_and_never_raises(cfg: Config, world: FakeW
         cfg.cluster.fence_budget + sum(FENCE_STEP_FLOOR.values()) + 0.3
     )
     assert "fence_vip" in report.reason and "fence_asterisk" in report.reason
+
+
+@pytest.mark.parametrize("fault", ["ip addr del", "fake-service kill"])
+async def test_fence_keeps_drbd_primary_until_address_and_asterisk_are_gone(
+    cfg: Config, world: FakeWorld, fault: str
+) -> None:
+    rig = Rig(cfg, world)
+    await rig.takeover.promote(only_node_that_can_serve=False)
+    await rig.vip.wait_announced()
+    world.set_fault(fault, exit=2, stderr="RTNETLINK answers: Operation not permitted")
+    report = await rig.takeover.fence()
+    assert report.outcome == "failed"
+    assert "fence_drbd" not in [s.name for s in report.steps]
+    assert world.role("r0") == "Primary", "DRBD demoted while a fence step failed"
+    assert "DRBD kept Primary" in report.reason
+    world.clear_faults()
+    again = await rig.takeover.fence(escalate=True)
+    assert again.outcome == "succeeded", again
+    assert world.role("r0") == "Secondary"
+
+
+async def test_demote_keeps_drbd_primary_while_the_address_is_up(
+    cfg: Config, world: FakeWorld
+) -> None:
+    rig = Rig(cfg, world)
+    await rig.takeover.promote(only_node_that_can_serve=False)
+    await rig.vip.wait_announced()
+    world.set_fault("ip addr del", exit=2, stderr="RTNETLINK answers: Operation not permitted")
+    report = await rig.takeover.demote(drain_timeout=None)
+    assert report.outcome == "failed"
+    assert [s.name for s in report.steps] == ["asterisk_stop", "vip_down"]
+    assert world.addresses("eth0") and world.role("r0") == "Primary"
+    assert report.reason.startswith("vip_down:") and "DRBD kept Primary" in report.reason
 
 
 async def test_demote_drains_then_stops_then_ip_then_drbd(cfg: Config, world: FakeWorld) -> None:
