@@ -16,6 +16,7 @@ from typing import Any
 
 from bot.actions.drbd import Drbd
 from bot.actions.takeover import FoundServices, Takeover
+from bot.agent.datamark import MarkReconciler, in_sync
 from bot.agent.fencer import Fencer
 from bot.agent.inbox import Inbox
 from bot.agent.lease import LeaseKeeper
@@ -56,6 +57,7 @@ class Observer:
         routed_at: Callable[[], float | None],
         started_at: float,
         failed_holddown: float,
+        marks: MarkReconciler | None = None,
     ) -> None:
         self.me = me
         self.peer_id = peer_id
@@ -71,6 +73,7 @@ class Observer:
         self.routed_at = routed_at
         self.started_at = started_at
         self.failed_holddown = failed_holddown
+        self.marks = marks
         self.probe_now = asyncio.Event()
         # What the last cycle saw; the reporter and the executor read these.
         self.last_lease: LeaseRead | None = None
@@ -109,6 +112,9 @@ class Observer:
                 {"name": r.name, "role": r.role, "disk": r.disk, "connection": r.connection}
                 for r in drbd_r
             ]
+            marked = self.outdated_on_bus or (self.drbd is not None and self.drbd.local_mark())
+            if self.marks is not None and marked and in_sync(drbd_r):
+                await self.marks.check()
         if not isinstance(local_r, BaseException):
             self.local = local_r
         else:
