@@ -172,10 +172,8 @@ class Observer:
             test_call_failed=last_test_call_failed(peer_rec, self.failed_holddown),
             promise_valid_until=keeper.promise_until,
         )
-        services = LocalServices(
-            vip=self.local.vip_present if self.takeover.vip else None,
-            asterisk=self.local.asterisk_running,
-            drbd_primary=self.local.drbd_primary if self.drbd else None,
+        services = services_view(
+            self.local, vip=self.takeover.vip is not None, drbd=self.drbd is not None
         )
         ready, ready_reasons = self.ready
         if self.fencer.incomplete:
@@ -223,6 +221,22 @@ def last_test_call_failed(record: NodeRecord | None, within: float) -> bool:
     if not isinstance(last, dict) or not isinstance(at, int | float):
         return False
     return last.get("outcome") != "answered" and 0.0 <= record.last_seen - at <= within
+
+
+def services_view(found: FoundServices, *, vip: bool, drbd: bool) -> LocalServices:
+    """The probe's findings as the HA step reads them: a configured service whose probe
+    could not tell (None) is named unknown, never taken for "not running"."""
+    probed = {
+        "vip": found.vip_present if vip else False,
+        "asterisk": found.asterisk_running,
+        "drbd_primary": found.drbd_primary if drbd else False,
+    }
+    return LocalServices(
+        vip=probed["vip"] if vip else None,
+        asterisk=probed["asterisk"],
+        drbd_primary=probed["drbd_primary"] if drbd else None,
+        unknown=tuple(name for name, value in probed.items() if value is None),
+    )
 
 
 async def _nothing() -> None:
