@@ -40,10 +40,14 @@ Outcome = Literal["succeeded", "failed", "degraded", "aborted", "refused"]
 
 ANNOUNCE_TIMEOUT = 5.0
 SPANS_POLL = 0.1
-# A fence step never gets less than this, even when the budget is spent: a kill or a
-# DRBD demotion given up half-way leaves a primary service behind, which is worse
-# than a fence that overruns its budget (the budget is the target, not a limit).
+# A fence step may run past the spent budget up to its floor (a kill given up half-way
+# costs a retry), but the first attempt as a whole never runs past the budget by more
+# than FENCE_OVERRUN_MAX: a step cut off there is retried at once with its command's
+# own timeout, while DRBD stays Primary (rule 10) so that the peer cannot promote.
+# The agent counts and alerts a fence that outlasts its budget (bot.agent.fencer).
 FENCE_STEP_FLOOR = {"fence_vip": 0.5, "fence_asterisk": 1.0, "fence_drbd": 2.0}
+FENCE_OVERRUN_MAX = 1.0
+FENCE_STEP_MIN = 0.05  # a step is always tried, however late
 # While the old primary is still fencing, DRBD refuses our promotion ("the peer is
 # primary and connected"); it must be secondary by the end of its lease, so wait.
 PEER_DEMOTION_POLL = 0.1
@@ -464,6 +468,7 @@ class Takeover:
         """
         steps: list[StepTiming] = []
         deadline = self.clock() + self.cfg.cluster.fence_budget
+        bound = deadline + FENCE_OVERRUN_MAX
         floors = dict(FENCE_STEP_FLOOR)
         if escalate:
             floors["fence_vip"] = max(floors["fence_vip"], self.vip.timeout if self.vip else 0)
@@ -471,9 +476,11 @@ class Takeover:
                 floors["fence_asterisk"], self.cfg.asterisk.command_timeout
             )
             floors["fence_drbd"] = max(floors["fence_drbd"], DRBD_COMMAND_TIMEOUT)
+            bound = float("inf")
 
         def left(step: str) -> float:
-            return max(deadline - self.clock(), floors[step])
+            now = self.clock()
+            return max(min(max(deadline - now, floors[step]), bound - now), FENCE_STEP_MIN)
 
         if self.vip is not None:
             vip = self.vip

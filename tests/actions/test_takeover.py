@@ -15,7 +15,7 @@ import pytest
 from bot.actions.asterisk import AsteriskService
 from bot.actions.drbd import Drbd
 from bot.actions.pstn import Pstn
-from bot.actions.takeover import FENCE_STEP_FLOOR, StepTiming, Takeover
+from bot.actions.takeover import FENCE_OVERRUN_MAX, StepTiming, Takeover
 from bot.actions.vip import Vip
 from bot.config import Config
 from harness.fakes import FakeWorld, drbd_resource
@@ -299,18 +299,32 @@ async def test_fence_tries_every_step_and_never_raises(cfg: Config, world: FakeW
     assert [s.name for s in report.steps] == ["fence_vip", "fence_asterisk"]
     assert [s.ok for s in report.steps[:2]] == [False, False]
     assert world.role("r0") == "Primary" and "DRBD kept Primary" in report.reason
-    # The hung kill is cut off at its floor, not at the spent budget (a kill given up
-    # at once would leave Asterisk running).
+    # The hung kill runs past the spent budget (a kill given up at once costs a retry),
+    # but not past the first attempt's bound.
     kill = report.steps[1]
-    assert (
-        FENCE_STEP_FLOOR["fence_asterisk"]
-        <= kill.duration
-        < FENCE_STEP_FLOOR["fence_asterisk"] + 0.3
-    )
-    assert sum(s.duration for s in report.steps) < (
-        cfg.cluster.fence_budget + sum(FENCE_STEP_FLOOR.values()) + 0.3
-    )
+    bound = cfg.cluster.fence_budget + FENCE_OVERRUN_MAX
+    assert cfg.cluster.fence_budget - report.steps[0].duration < kill.duration < bound + 0.2
     assert "fence_vip" in report.reason and "fence_asterisk" in report.reason
+
+
+@pytest.mark.parametrize("hung", [["fake-service kill"], ["ip addr del", "fake-service kill"]])
+async def test_a_first_fence_never_runs_far_past_its_budget(
+    cfg: Config, world: FakeWorld, hung: list[str]
+) -> None:
+    rig = Rig(cfg, world)
+    await rig.takeover.promote(only_node_that_can_serve=False)
+    await rig.vip.wait_announced()
+    for command in hung:
+        world.set_fault(command, sleep=30)
+    started = time.monotonic()
+    report = await rig.takeover.fence()
+    took = time.monotonic() - started
+    assert report.outcome == "failed"
+    # The budget plus at most FENCE_OVERRUN_MAX, and the slack of a cut-off command.
+    assert took < cfg.cluster.fence_budget + FENCE_OVERRUN_MAX + 0.3, (took, report.steps)
+    assert world.role("r0") == "Primary"  # held: the retry finishes the fence
+    world.clear_faults()
+    assert (await rig.takeover.fence(escalate=True)).outcome == "succeeded"
 
 
 @pytest.mark.parametrize("fault", ["ip addr del", "fake-service kill"])
