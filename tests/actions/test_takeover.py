@@ -500,3 +500,17 @@ async def test_promote_fences_the_peer_that_stays_primary_then_goes_on(
     assert report.outcome == "succeeded", report
     assert len(fenced) == 1 and fenced[0] - started >= cfg.cluster.lease_ttl
     assert world.role("r0") == "Primary"
+
+
+async def test_a_rollback_keeps_drbd_primary_while_the_address_is_up(
+    cfg: Config, world: FakeWorld
+) -> None:
+    rig = Rig(cfg, world)
+    world.set_fault("fake-service start", exit=1, stderr="Job for asterisk.service failed")
+    world.set_fault("ip addr del", exit=2, stderr="RTNETLINK answers: Operation not permitted")
+    report = await rig.takeover.promote(only_node_that_can_serve=False)
+    await rig.vip.wait_announced()
+    assert report.outcome == "failed"
+    assert world.addresses("eth0") and world.role("r0") == "Primary"
+    assert report.undo_failed == ("vip_down", "drbd_down"), report
+    assert "drbdadm secondary r0" not in world.mutating_calls()
