@@ -12,10 +12,12 @@ import asyncio
 import grp
 import ipaddress
 import json
+import math
 import os
 import shutil
 import stat
 import subprocess
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -234,6 +236,49 @@ def check_drbd(cfg: Config, host: Host) -> list[Finding]:
     return out
 
 
+def _timed(argv: list[str]) -> float:
+    started = time.monotonic()
+    _run(argv)
+    return time.monotonic() - started
+
+
+def check_fence_timing(cfg: Config, host: Host) -> list[Finding]:
+    """Time the fence's commands here against ``cluster.fence_budget`` (rule 3). Nothing
+    is changed: the floating IP's step is timed by listing the interface's addresses, the
+    Asterisk kill by the status command (the same service manager answers both; the kill
+    itself is never run here), and DRBD's demotion by ``drbdadm role``."""
+    budget = cfg.cluster.fence_budget
+    timed: list[tuple[str, float]] = []
+    if cfg.vip is not None and host.which("ip") is not None:
+        argv = ["ip", "-o", "addr", "show", "dev", cfg.vip.interface]
+        if cfg.vip.netns:
+            argv = ["ip", "netns", "exec", cfg.vip.netns, *argv]
+        timed.append(("ip", _timed(argv)))
+    if cfg.asterisk.status:
+        timed.append(
+            (f"asterisk ({cfg.asterisk.status[0]}, as the kill)", _timed(cfg.asterisk.status))
+        )
+    if cfg.drbd is not None and host.which("drbdadm") is not None:
+        conf = ["-c", host.drbd_conf] if host.drbd_conf else []
+        for res in cfg.drbd.resources:
+            timed.append((f"drbdadm {res}", _timed(["drbdadm", *conf, "role", res])))
+    total = sum(t for _, t in timed)
+    parts = ", ".join(f"{name} {t * 1000:.0f} ms" for name, t in timed)
+    detail = f"fence commands {parts}: {total * 1000:.0f} ms of {budget * 1000:.0f} ms"
+    if total <= budget:
+        return [Finding("cluster.fence_budget", True, detail)]
+    return [
+        Finding(
+            "cluster.fence_budget",
+            False,
+            detail + " (a fence here would outlast its budget)",
+            f"raise cluster.fence_budget to at least {math.ceil(total * 1.5 * 10) / 10:g}s, "
+            "and lease_ttl so that renew_interval + 2 x redis.timeout + drift_margin + "
+            "fence_budget <= lease_ttl",
+        )
+    ]
+
+
 def _unit_file(host: Host, unit: str) -> Path | None:
     for d in host.unit_dirs:
         if (d / unit).exists():
@@ -445,6 +490,7 @@ def host_findings(cfg: Config, host: Host | None = None, *, network: bool = True
         check_mounts(cfg),
         check_drbd(cfg, host),
         check_asterisk_unit(cfg, host),
+        check_fence_timing(cfg, host),
         check_api(cfg, host),
         check_clock(host),
     )

@@ -152,6 +152,12 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+        self.fence_overruns = Counter(
+            p + "fence_overruns_total",
+            "Self-fences that completed later than cluster.fence_budget, by cause.",
+            ["reason"],
+            registry=r,
+        )
         self.healthy = Gauge(p + "healthy", "1 while the local health verdict is good.", registry=r)
         self.ready = Gauge(p + "ready", "1 while this node could take over.", registry=r)
         self.ami_up = Gauge(p + "ami_up", "1 while AMI is connected and answers Ping.", registry=r)
@@ -263,6 +269,7 @@ class Metrics:
             self.takeover_step_duration.labels(step=step)
         for reason in SELF_FENCE_REASONS:
             self.self_fences.labels(reason=reason)
+            self.fence_overruns.labels(reason=reason)
         for result in TEST_CALL_RESULTS:
             self.test_calls.labels(result=result)
         for result in WEBHOOK_RESULTS:

@@ -276,6 +276,16 @@ class Drbd:
             changed.append(f"{resource} secondary")
         return changed
 
+    async def clear_mark_if_in_sync(self, in_sync: Callable[[list[ResourceState]], bool]) -> bool:
+        """Clear this node's own outdated mark if ``in_sync`` holds for DRBD's state, read
+        under the role lock: never across the peer's outdate request. True if cleared."""
+        if self.marks is None or self.marks.outdated() is None:
+            return False
+        async with self._role_lock:
+            if self.marks.outdated() is None or not in_sync(await self.states()):
+                return False
+            return self.marks.clear_outdated()
+
     async def outdate_self(self, peer: str, resource: str | None, at_wall: float) -> OutdateAnswer:
         """The peer's fence-peer handler asks this node to outdate its data.
 

@@ -40,10 +40,14 @@ Outcome = Literal["succeeded", "failed", "degraded", "aborted", "refused"]
 
 ANNOUNCE_TIMEOUT = 5.0
 SPANS_POLL = 0.1
-# A fence step never gets less than this, even when the budget is spent: a kill or a
-# DRBD demotion given up half-way leaves a primary service behind, which is worse
-# than a fence that overruns its budget (the budget is the target, not a limit).
+# A fence step may run past the spent budget up to its floor (a kill given up half-way
+# costs a retry), but the first attempt as a whole never runs past the budget by more
+# than FENCE_OVERRUN_MAX: a step cut off there is retried at once with its command's
+# own timeout, while DRBD stays Primary (rule 10) so that the peer cannot promote.
+# The agent counts and alerts a fence that outlasts its budget (bot.agent.fencer).
 FENCE_STEP_FLOOR = {"fence_vip": 0.5, "fence_asterisk": 1.0, "fence_drbd": 2.0}
+FENCE_OVERRUN_MAX = 1.5
+FENCE_STEP_MIN = 0.05  # a step is always tried, however late
 # While the old primary is still fencing, DRBD refuses our promotion ("the peer is
 # primary and connected"); it must be secondary by the end of its lease, so wait.
 PEER_DEMOTION_POLL = 0.1
@@ -110,6 +114,11 @@ class _StepFailed(Exception):
     def __init__(self, timing: StepTiming) -> None:
         super().__init__(timing.detail)
         self.timing = timing
+
+
+def _not_gone(steps: list[StepTiming]) -> str:
+    failed = ", ".join(s.name for s in steps if not s.ok)
+    return f"{failed} failed: the address or Asterisk may still be up here"
 
 
 class Takeover:
@@ -305,6 +314,12 @@ class Takeover:
     ) -> TakeoverReport:
         undo_failed: list[str] = []
         for name, action, limit in reversed(undo):
+            if name == "drbd_down" and undo_failed:
+                # Rule 10: DRBD Primary is given up last; the caller fences (which keeps
+                # it until the address and Asterisk are gone) before it gives the lease up.
+                log.warning("rollback: DRBD kept Primary: %s failed", ", ".join(undo_failed))
+                undo_failed.append(name)
+                continue
 
             async def rollback(action: Callable[[], Awaitable[str | None]] = action) -> str:
                 return f"rollback: {await action() or 'done'}"
@@ -422,12 +437,19 @@ class Takeover:
         await self._step(steps, "asterisk_stop", self._asterisk_stop, 2 * cmd_timeout + 1.0)
         if self.vip is not None:
             await self._step(steps, "vip_down", self._vip_down, self.vip.timeout + 1.0)
-        if self.drbd is not None:
+        failures = [s for s in steps if not s.ok and s.name != "drain"]
+        if self.drbd is not None and failures:
+            # Rule 10: DRBD Primary is given up last. While the address or Asterisk may
+            # still be up here, it keeps the peer's promotion (and so its address) out.
+            log.warning("DRBD kept Primary: %s", _not_gone(failures))
+        elif self.drbd is not None:
             limit = 4 * DRBD_COMMAND_TIMEOUT
             await self._step(steps, "drbd_down", self._drbd_demote, limit)
         failures = [s for s in steps if not s.ok and s.name != "drain"]
         if failures:
-            return TakeoverReport("failed", steps, f"{failures[0].name}: {failures[0].detail}")
+            reason = f"{failures[0].name}: {failures[0].detail}"
+            kept = self.drbd is not None and not any(s.name == "drbd_down" for s in steps)
+            return TakeoverReport("failed", steps, reason + ("; DRBD kept Primary" if kept else ""))
         return TakeoverReport("succeeded", steps, "demoted")
 
     async def _asterisk_stop(self) -> str:
@@ -452,6 +474,7 @@ class Takeover:
         """
         steps: list[StepTiming] = []
         deadline = self.clock() + self.cfg.cluster.fence_budget
+        bound = deadline + FENCE_OVERRUN_MAX
         floors = dict(FENCE_STEP_FLOOR)
         if escalate:
             floors["fence_vip"] = max(floors["fence_vip"], self.vip.timeout if self.vip else 0)
@@ -459,9 +482,11 @@ class Takeover:
                 floors["fence_asterisk"], self.cfg.asterisk.command_timeout
             )
             floors["fence_drbd"] = max(floors["fence_drbd"], DRBD_COMMAND_TIMEOUT)
+            bound = float("inf")
 
         def left(step: str) -> float:
-            return max(deadline - self.clock(), floors[step])
+            now = self.clock()
+            return max(min(max(deadline - now, floors[step]), bound - now), FENCE_STEP_MIN)
 
         if self.vip is not None:
             vip = self.vip
@@ -477,7 +502,11 @@ class Takeover:
             return "killed"
 
         await self._step(steps, "fence_asterisk", kill, left("fence_asterisk"))
-        if self.drbd is not None:
+        kept = self.drbd is not None and not all(s.ok for s in steps)
+        if kept:
+            # Rule 10: DRBD Primary is given up last (see ``demote``); the retry tries again.
+            log.warning("DRBD kept Primary: %s", _not_gone(steps))
+        elif self.drbd is not None:
             drbd = self.drbd
 
             async def secondary() -> str:
@@ -488,7 +517,7 @@ class Takeover:
         failures = [s for s in steps if not s.ok]
         if failures:
             reason = "; ".join(f"{s.name}: {s.detail}" for s in failures)
-            return TakeoverReport("failed", steps, reason)
+            return TakeoverReport("failed", steps, reason + ("; DRBD kept Primary" if kept else ""))
         return TakeoverReport("succeeded", steps, "fenced")
 
     # ---------------------------------------------------------------- state

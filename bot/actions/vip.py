@@ -51,6 +51,10 @@ class Vip:
         self.address = str(self.interface_address.ip)
         self.label = cfg.label or default_label(cfg.interface)
         self._announcements: set[asyncio.Task[None]] = set()
+        # Set by ``down``, cleared by ``up``: after a removal the refresh announces nothing
+        # until the address is put up again (never the old MAC after a fence). Clear at
+        # start: a bot that adopts its lease re-announces the address it finds.
+        self._taken_down = False
 
     def _argv(self, *argv: str) -> list[str]:
         prefix = ["ip", "netns", "exec", self.cfg.netns] if self.cfg.netns else []
@@ -88,14 +92,18 @@ class Vip:
         if code != 0:
             if "File exists" in text or "already assigned" in text:
                 # Still announced: a router may hold the old primary's MAC for it.
+                self._taken_down = False
                 self.announce()
                 return False
             raise VipError(f"ip addr add {self.cfg.address} dev {self.cfg.interface}: {text}")
+        self._taken_down = False
         self.announce()
         return True
 
     async def down(self, *, limit: float | None = None) -> bool:
-        """Remove the address; False when it was not there."""
+        """Remove the address; False when it was not there. Every announcement ends first,
+        the periodic one's running arping included, and none starts until ``up``."""
+        self._taken_down = True
         self._cancel_announcements()
         code, text = await self._ip(
             "addr", "del", self.cfg.address, "dev", self.cfg.interface, limit=limit
@@ -164,13 +172,16 @@ class Vip:
         cancelled."""
         while True:
             await asyncio.sleep(self.cfg.refresh_interval)
-            if not active():
+            if self._taken_down or not active():
                 continue
             try:
-                if await self.present():
-                    await self.announce_now()
+                present = await self.present()
             except VipError as exc:
                 log.warning("floating IP re-announcement: %s", exc)
+                continue
+            if present and not self._taken_down:
+                # A tracked burst: ``down`` cancels it (and kills its arping) at once.
+                await asyncio.wait([self.announce()])
 
     def _cancel_announcements(self) -> None:
         for task in list(self._announcements):

@@ -84,7 +84,7 @@ class Executor:
             "demote": lambda a: self._job(a, self._demote(a.args.get("drain"), a.args.get("to"))),
             "fence": lambda a: self._job(a, self._fence(str(a.args.get("reason", "")))),
             "release": lambda a: self._job(a, self.keeper.release(_node(a.args.get("to")))),
-            "drop_lease": lambda a: self.keeper.drop(),
+            "drop_lease": self._drop_lease,
             "restart_asterisk": lambda a: self._job(a, self._restart_asterisk()),
             "route_spans": lambda a: self._job(a, self._route_spans()),
             "alert": lambda a: self.events(
@@ -122,6 +122,20 @@ class Executor:
         # this node (a switchover or a health hand-over) is gone.
         self._acquire_reason = self._failover_reason()
         self._job(action, self.keeper.acquire(bool(action.args.get("fence_peer"))))
+
+    def _drop_lease(self, action: Action) -> None:
+        """Stop renewing, but never before a fence asked for with it (or still running)
+        has completed: the lease is given up last (design §3 rule 10), so the peer cannot
+        take it while the address or Asterisk may still be up here."""
+        if self.jobs.running("fence") or self.fencer.busy or self.fencer.incomplete:
+            self._job(action, self._drop_after_fence())
+        else:
+            self.keeper.drop()
+
+    async def _drop_after_fence(self) -> None:
+        await self.jobs.wait("fence")
+        await self.fencer.wait_complete()
+        self.keeper.drop()
 
     def _set_failed(self, action: Action) -> None:
         until = time.time() + float(action.args.get("seconds", self.cfg.cluster.failed_holddown))

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from typing import Literal
 
 from bot.actions.runner import run_command
-from bot.actions.takeover import Takeover
+from bot.actions.takeover import Takeover, TakeoverReport
 from bot.agent.jobs import Jobs
 from bot.config import FenceConfig
 from bot.metrics import Metrics
@@ -89,6 +89,14 @@ class Fencer:
         """A fence is running (or waiting to run)."""
         return self._lock.locked()
 
+    async def wait_complete(self) -> None:
+        """Until no fence runs and the last one completed (every step succeeded)."""
+        while True:
+            async with self._lock:
+                if not self.incomplete:
+                    return
+            await asyncio.sleep(self.retry_interval)
+
     async def fence(
         self,
         reason: FenceReason,
@@ -113,9 +121,11 @@ class Fencer:
                 log.warning("fencing: cancelled %s", ", ".join(cancelled))
             attempt = 0
             escalated = False
+            began = self.clock()
             while True:
                 report = await self.takeover.fence(escalate=attempt > 0)
                 if report.outcome == "succeeded":
+                    self._check_budget(reason, detail, report, self.clock() - began, attempt)
                     self._clean_after = started
                     self._complete(
                         reason, detail, attempt, (announce and not repeat) or attempt > 0
@@ -138,7 +148,30 @@ class Fencer:
                 if deadline is not None and self.clock() >= deadline:
                     log.critical("fence still incomplete: %s", report.reason)
                     return False
-                await asyncio.sleep(self.retry_interval)
+                if attempt > 1:  # the first retry at once: a step cut off at the bound
+                    await asyncio.sleep(self.retry_interval)
+
+    def _check_budget(
+        self, reason: FenceReason, detail: str, report: TakeoverReport, took: float, retries: int
+    ) -> None:
+        """A fence that completed past ``cluster.fence_budget`` is counted and logged with
+        how long it took: rule 3 budgets the fence to end before the lease does, and this
+        one may not have."""
+        budget = self.takeover.cfg.cluster.fence_budget
+        if took <= budget:
+            return
+        self.metrics.fence_overruns.labels(reason=reason).inc()
+        slowest = max(report.steps, key=lambda s: s.duration, default=None)
+        worst = f"; slowest {slowest.name} {slowest.duration:.3f} s" if slowest else ""
+        self.events(
+            "fence_overrun",
+            f"fence ({detail}) took {took:.3f} s against cluster.fence_budget {budget:g} s"
+            + worst
+            + (f", after {retries} retries" if retries else ""),
+            alert=True,
+            took=round(took, 3),
+            budget=budget,
+        )
 
     def _complete(self, reason: FenceReason, detail: str, retries: int, announce: bool) -> None:
         if self.incomplete_since is not None:

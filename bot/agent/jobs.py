@@ -47,6 +47,12 @@ class Jobs:
         task = self._by_kind.get(kind)
         return task is not None and not task.done()
 
+    async def wait(self, kind: str) -> None:
+        """Until the running job of ``kind`` (if any) has ended, however it ended."""
+        task = self._by_kind.get(kind)
+        if task is not None and not task.done():
+            await asyncio.wait([task])
+
     async def finish(self, prefix: str, within: float) -> None:
         """Give the jobs whose kind starts with ``prefix`` up to ``within`` s to end
         (the bus writes of the last events), then cancel what is left of them."""

@@ -30,6 +30,7 @@ from bot.actions.drbd import Drbd
 from bot.actions.pstn import Pstn
 from bot.actions.takeover import Takeover
 from bot.actions.vip import Vip
+from bot.agent.datamark import MarkReconciler
 from bot.agent.events import Events
 from bot.agent.executor import Executor
 from bot.agent.fencer import Fencer
@@ -229,6 +230,9 @@ class Agent:
             routed_at=lambda: self.executor.routed_at,
             started_at=self.started_at,
             failed_holddown=cfg.cluster.failed_holddown,
+            marks=MarkReconciler(self.me, bus=self.bus, drbd=self.drbd, events=self.events)
+            if self.drbd is not None
+            else None,
         )
         self.reporter = Reporter(
             cfg,

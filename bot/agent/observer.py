@@ -16,6 +16,7 @@ from typing import Any
 
 from bot.actions.drbd import Drbd
 from bot.actions.takeover import FoundServices, Takeover
+from bot.agent.datamark import MarkReconciler, in_sync
 from bot.agent.fencer import Fencer
 from bot.agent.inbox import Inbox
 from bot.agent.lease import LeaseKeeper
@@ -56,6 +57,7 @@ class Observer:
         routed_at: Callable[[], float | None],
         started_at: float,
         failed_holddown: float,
+        marks: MarkReconciler | None = None,
     ) -> None:
         self.me = me
         self.peer_id = peer_id
@@ -71,6 +73,7 @@ class Observer:
         self.routed_at = routed_at
         self.started_at = started_at
         self.failed_holddown = failed_holddown
+        self.marks = marks
         self.probe_now = asyncio.Event()
         # What the last cycle saw; the reporter and the executor read these.
         self.last_lease: LeaseRead | None = None
@@ -109,6 +112,9 @@ class Observer:
                 {"name": r.name, "role": r.role, "disk": r.disk, "connection": r.connection}
                 for r in drbd_r
             ]
+            marked = self.outdated_on_bus or (self.drbd is not None and self.drbd.local_mark())
+            if self.marks is not None and marked and in_sync(drbd_r):
+                await self.marks.check()
         if not isinstance(local_r, BaseException):
             self.local = local_r
         else:
@@ -166,10 +172,8 @@ class Observer:
             test_call_failed=last_test_call_failed(peer_rec, self.failed_holddown),
             promise_valid_until=keeper.promise_until,
         )
-        services = LocalServices(
-            vip=self.local.vip_present if self.takeover.vip else None,
-            asterisk=self.local.asterisk_running,
-            drbd_primary=self.local.drbd_primary if self.drbd else None,
+        services = services_view(
+            self.local, vip=self.takeover.vip is not None, drbd=self.drbd is not None
         )
         ready, ready_reasons = self.ready
         if self.fencer.incomplete:
@@ -217,6 +221,22 @@ def last_test_call_failed(record: NodeRecord | None, within: float) -> bool:
     if not isinstance(last, dict) or not isinstance(at, int | float):
         return False
     return last.get("outcome") != "answered" and 0.0 <= record.last_seen - at <= within
+
+
+def services_view(found: FoundServices, *, vip: bool, drbd: bool) -> LocalServices:
+    """The probe's findings as the HA step reads them: a configured service whose probe
+    could not tell (None) is named unknown, never taken for "not running"."""
+    probed = {
+        "vip": found.vip_present if vip else False,
+        "asterisk": found.asterisk_running,
+        "drbd_primary": found.drbd_primary if drbd else False,
+    }
+    return LocalServices(
+        vip=probed["vip"] if vip else None,
+        asterisk=probed["asterisk"],
+        drbd_primary=probed["drbd_primary"] if drbd else None,
+        unknown=tuple(name for name, value in probed.items() if value is None),
+    )
 
 
 async def _nothing() -> None:

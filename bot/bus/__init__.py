@@ -1,7 +1,7 @@
 """The cluster bus on Redis: lease with fencing epoch, node records, controls, events."""
 
 from bot.bus.client import Bus
-from bot.bus.errors import BusCorrupt, BusError, BusUnavailable
+from bot.bus.errors import BusCorrupt, BusError, BusUnavailable, MarkedOutdated
 from bot.bus.model import (
     Controls,
     Keys,
@@ -23,6 +23,7 @@ __all__ = [
     "Lease",
     "LeaseGrant",
     "LeaseRead",
+    "MarkedOutdated",
     "NodeRecord",
     "RenewResult",
     "Switchover",

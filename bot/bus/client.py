@@ -26,10 +26,11 @@ from redis.backoff import NoBackoff
 
 from bot.boottime import boottime
 from bot.bus import model, scripts
-from bot.bus.errors import BusCorrupt, BusError, BusUnavailable
+from bot.bus.errors import BusCorrupt, BusError, BusUnavailable, MarkedOutdated
 from bot.bus.model import (
     Controls,
     Keys,
+    Lease,
     LeaseGrant,
     LeaseRead,
     NodeRecord,
@@ -244,10 +245,15 @@ class Bus:
         reply, replicas = await self._script_confirmed(
             "acquire lease",
             scripts.ACQUIRE,
-            [self.keys.leader, self.keys.epoch],
+            [self.keys.leader, self.keys.epoch, self.keys.control],
             [self.node_id, _ms(ttl), floor, self.keys.wake],
         )
         epoch, value = int(reply[0]), reply[1]
+        if epoch == -1:
+            raise MarkedOutdated(
+                f"acquire refused: {self.node_id} is marked outdated on the cluster bus "
+                f"({_text(value)})"
+            )
         if epoch == 0:
             current = model.decode_lease(self.keys.leader, value)  # corrupt: BusCorrupt
             if current is not None:
@@ -446,6 +452,43 @@ class Bus:
         if replicas < 1:
             raise BusUnavailable(f"outdated mark for {node}: no replica confirmed it in time")
         return replicas
+
+    async def mark_outdated(self, node: str, *, by: str) -> tuple[Lease | None, int | None]:
+        """DRBD's fence-peer handler: mark ``node``'s data outdated unless it holds the
+        lease, in one script. Returns (the lease ``node`` holds, None) when refused, else
+        (None, the replicas that confirmed: None without confirmation); BusUnavailable
+        when no replica confirmed the mark in time."""
+        value = model.dumps({"at": time.time(), "by": by})
+        reply, replicas = await self._script_confirmed(
+            "mark outdated",
+            scripts.MARK_OUTDATED,
+            [self.keys.leader, self.keys.control],
+            [node, value, self.keys.wake],
+        )
+        if _text(reply[0]) == "holder":
+            lease = model.decode_lease(self.keys.leader, reply[1])
+            assert lease is not None
+            return lease, None
+        if replicas is not None and replicas < 1:
+            raise BusUnavailable(f"outdated mark for {node}: no replica confirmed it in time")
+        return None, replicas
+
+    async def outdated_mark(self, node: str) -> str | None:
+        """The raw value of ``node``'s outdated mark, or None."""
+        raw = await self._run(
+            "read outdated mark", lambda: self._r.hget(self.keys.control, f"outdated:{node}")
+        )
+        return None if raw is None else _text(raw)
+
+    async def clear_outdated_mark(self, node: str, seen: str) -> bool:
+        """Clear ``node``'s outdated mark if it is still ``seen`` (compare-and-delete)."""
+        reply = await self._run(
+            "clear outdated mark",
+            lambda: self._r.eval(
+                scripts.CLEAR_OUTDATED, 1, self.keys.control, node, seen, self.keys.wake
+            ),
+        )
+        return bool(int(reply))
 
     # ------------------------------------------------------------------ events
 

@@ -11,6 +11,10 @@ class BusUnavailable(BusError):
     """Redis could not be reached in time, or did not confirm a write (connection, timeout)."""
 
 
+class MarkedOutdated(BusError):
+    """The lease was refused: this node's data is marked outdated on the bus."""
+
+
 class BusCorrupt(BusError):
     """A value on the bus does not parse or has an unknown schema version.
 

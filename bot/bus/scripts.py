@@ -6,10 +6,12 @@ Values are built here in Lua with the same shape as ``model.encode_lease``;
 
 from __future__ import annotations
 
-# KEYS: leader, epoch counter. ARGV: node, ttl_ms, epoch floor, wake channel.
+# KEYS: leader, epoch counter, control. ARGV: node, ttl_ms, epoch floor, wake channel.
 # Free key, or a released lease naming this node: take it with an epoch one more than
-# the largest of the counter, the floor and the released value's epoch.
-# Returns {epoch, value} on success, {0, current value} otherwise.
+# the largest of the counter, the floor and the released value's epoch; never for a
+# node whose data is marked outdated (its DRBD must not be promoted).
+# Returns {epoch, value} on success, {0, current value} when the key is not free,
+# {-1, mark} when this node is marked outdated.
 ACQUIRE = r"""
 local cur = redis.call('GET', KEYS[1])
 local n = 0
@@ -21,6 +23,8 @@ if cur then
   end
   n = val.epoch
 end
+local mark = redis.call('HGET', KEYS[3], 'outdated:' .. ARGV[1])
+if mark then return {-1, mark} end
 local stored = redis.call('GET', KEYS[2])
 if stored then
   local s = tonumber(stored)
@@ -86,5 +90,34 @@ if ARGV[1] ~= '' and not (ok and type(val) == 'table' and val.id == ARGV[1]) the
 end
 redis.call('HDEL', KEYS[1], 'switchover')
 redis.call('PUBLISH', ARGV[2], 'control')
+return 1
+"""
+
+# KEYS: leader, control. ARGV: node, mark value, wake channel.
+# DRBD's fence-peer handler: mark ``node``'s data outdated unless it holds the lease
+# (a holder is the Primary: DRBD must outdate the caller instead). One script, so no
+# acquire can come between the lease check and the mark.
+# Returns {'marked'} or {'holder', lease value}.
+MARK_OUTDATED = r"""
+local cur = redis.call('GET', KEYS[1])
+if cur then
+  local ok, val = pcall(cjson.decode, cur)
+  if ok and type(val) == 'table' and val.holder == ARGV[1] and val.next == nil then
+    return {'holder', cur}
+  end
+end
+redis.call('HSET', KEYS[2], 'outdated:' .. ARGV[1], ARGV[2])
+redis.call('PUBLISH', ARGV[3], 'control')
+return {'marked'}
+"""
+
+# KEYS: control. ARGV: node, the mark value seen, wake channel. Clears ``node``'s
+# outdated mark only if it is still the one seen (a newer mark, from a link that broke
+# again meanwhile, is kept).
+CLEAR_OUTDATED = r"""
+local field = 'outdated:' .. ARGV[1]
+if redis.call('HGET', KEYS[1], field) ~= ARGV[2] then return 0 end
+redis.call('HDEL', KEYS[1], field)
+redis.call('PUBLISH', ARGV[3], 'control')
 return 1
 """

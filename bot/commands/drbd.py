@@ -229,10 +229,10 @@ async def _bus_path(cfg: Config, peer: str, resource: str, deadline: float) -> P
     try:
         while loop.time() < deadline:
             try:
-                lease = (await bus.read_lease()).lease
-                if lease is not None and lease.next_node is None and lease.holder == peer:
+                # One script: no acquire can come between the lease check and the mark.
+                lease, replicas = await bus.mark_outdated(peer, by=cfg.node.id)
+                if lease is not None:
                     return PathOutcome(name, "primary", f"{peer} holds the lease {lease.epoch}")
-                replicas = await bus.set_outdated(peer, True, by=cfg.node.id)
                 how = "" if replicas is None else f", {replicas} replica(s) confirmed (WAIT)"
                 return PathOutcome(name, "outdated", f"{peer} marked outdated{how}")
             except BusError as exc:

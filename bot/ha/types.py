@@ -168,23 +168,28 @@ class ControlsView:
 
 @dataclass(frozen=True)
 class LocalServices:
-    """Primary-only services found running here; None: not configured on this node."""
+    """Primary-only services found running here; None: not configured on this node, or
+    (named in ``unknown``) configured but its probe could not tell (a status command that
+    timed out)."""
 
     vip: bool | None = None
     asterisk: bool | None = None
     drbd_primary: bool | None = None
+    unknown: tuple[str, ...] = ()
 
     def present(self) -> tuple[bool, ...]:
         return tuple(v for v in (self.vip, self.asterisk, self.drbd_primary) if v is not None)
 
     @property
     def any(self) -> bool:
-        return any(self.present())
+        """Anything primary-only running, or possibly running: an unknown counts (fence)."""
+        return any(self.present()) or bool(self.unknown)
 
     @property
     def all(self) -> bool:
+        """Everything configured known to run: an unknown never counts (no adoption)."""
         present = self.present()
-        return bool(present) and all(present)
+        return bool(present) and all(present) and not self.unknown
 
 
 @dataclass(frozen=True)

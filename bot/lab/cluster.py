@@ -240,6 +240,9 @@ class Node:
         self.asterisk_record = self.dir / "asterisk.jsonl"
         self.sup_log = self.dir / "supervisor.jsonl"
         self.bot_log = self.dir / "bot.log"
+        # First on this node's PATH (empty unless a test puts a broken command there).
+        self.bin = self.dir / "bin"
+        self.bin.mkdir(exist_ok=True)
         self.supervisor: subprocess.Popen[bytes] | None = None
         self.runtime: real_asterisk.Runtime | None = None
 
@@ -483,6 +486,7 @@ class Cluster:
         path = [str(Path(PY).parent), env.get("PATH", "")]
         if self.drbd_fake is not None:
             path.insert(0, str(self.bin))
+        path.insert(0, str(node.bin))
         env.update(
             PATH=os.pathsep.join(path),
             FAKE_STATE_DIR=str(node.dir),

@@ -140,8 +140,11 @@ def test_fence_local_reports_failure_with_exit_1(
     result = cli("fence-local", "--config", str(write_config(tmp_path, redis_server.url)))
     assert result.returncode == 1
     assert "fence_asterisk" in result.stderr
-    # The other steps still ran.
-    assert "drbdadm secondary r0" in world.mutating_calls()
+    # The address step still ran; DRBD stays Primary while Asterisk may be alive (it
+    # is given up last), and the message says so.
+    assert "ip addr del 192.0.2.10/24 dev eth0" in world.mutating_calls()
+    assert "drbdadm secondary r0" not in world.mutating_calls()
+    assert world.role("r0") == "Primary" and "DRBD kept Primary" in result.stderr
 
 
 def test_drbd_fence_peer_marks_the_peer_outdated(tmp_path: Path, redis_server: RedisServer) -> None:

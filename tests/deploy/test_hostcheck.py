@@ -179,3 +179,24 @@ def test_secret_mode_rules() -> None:
     assert not check_secret_mode("api.token_file", path, st(0o640), "users").ok
     assert not check_secret_mode("api.token_file", path, st(0o604), "failover").ok
     assert not check_secret_mode("ami.secret_file", path, st(0o600, uid=1000), "root").ok
+
+
+@pytest.mark.parametrize(("status", "ok"), [(["true"], True), (["sleep", "0.8"], False)])
+def test_fence_commands_are_timed_against_the_budget(
+    tmp_path: Path, status: list[str], ok: bool
+) -> None:
+    for name in ("cluster.secret", "ami.secret", "api.token"):
+        _secret(tmp_path, name, 0o600)
+    text = config_text(
+        tmp_path, port="socket://127.0.0.1:1", listen="127.0.0.1:9440", iface="lo", mount="/"
+    )
+    text += f"\n[asterisk]\nstatus = {status!r}\n".replace("'", '"')
+    cfg = parse_config(text, tmp_path)
+    assert cfg.cluster.fence_budget == 0.5
+    [finding] = [
+        f for f in host_findings(cfg, Host(), network=False) if f.check == "cluster.fence_budget"
+    ]
+    assert finding.ok is ok, finding.line()
+    assert "asterisk" in finding.detail and "of 500 ms" in finding.detail
+    if not ok:
+        assert "raise cluster.fence_budget to at least" in finding.fix, finding.line()

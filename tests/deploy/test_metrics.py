@@ -23,6 +23,7 @@ EXPECTED: dict[str, tuple[str, type, tuple[str, ...]]] = {
     "takeover_duration": ("failoverbot_takeover_duration_seconds", Histogram, ()),
     "takeover_step_duration": ("failoverbot_takeover_step_duration_seconds", Histogram, ("step",)),
     "self_fences": ("failoverbot_self_fences_total", Counter, ("reason",)),
+    "fence_overruns": ("failoverbot_fence_overruns_total", Counter, ("reason",)),
     "healthy": ("failoverbot_healthy", Gauge, ()),
     "ready": ("failoverbot_ready", Gauge, ()),
     "ami_up": ("failoverbot_ami_up", Gauge, ()),

@@ -10,15 +10,15 @@ from prometheus_client import CollectorRegistry
 
 from bot.actions.asterisk import AsteriskService
 from bot.actions.drbd import Drbd
-from bot.actions.takeover import Takeover
+from bot.actions.takeover import StepTiming, Takeover, TakeoverReport
 from bot.actions.vip import Vip
 from bot.agent.fencer import Fencer
 from bot.agent.jobs import Jobs
-from bot.config import Config
+from bot.config import Config, parse_config
 from bot.metrics import Metrics
 from harness.fakes import FakeWorld, drbd_resource
-from tests.actions.helpers import make_config
-from tests.helpers import wait_for
+from tests.actions.helpers import make_config, takeover_sections
+from tests.helpers import node_config_text, wait_for
 
 MOUNT = "/srv/pbx"
 ESCALATION = """
@@ -55,7 +55,9 @@ class Rig:
         self.events.append((kind, message))
 
     def kinds(self) -> list[str]:
-        return [k for k, _ in self.events]
+        """The events, less ``fence_overrun`` (it says how fast this machine ran the fakes;
+        the test of its own checks it)."""
+        return [k for k, _ in self.events if k != "fence_overrun"]
 
 
 async def primary_with_busy_mount(world: FakeWorld, cfg: Config) -> Rig:
@@ -146,6 +148,14 @@ async def test_every_step_runs_again_on_a_second_fence(tmp_path: Path, world: Fa
     assert len(world.calls("fake-service")) > before, "the second fence skipped its steps"
 
 
+def roomy_config(tmp_path: Path) -> Config:
+    """A fence budget that a busy machine's fakes keep: the tests that use it are about
+    what a fence announces, not how fast it runs."""
+    sections = takeover_sections(tmp_path, fence_budget="1500ms")
+    sections["cluster"]["lease_ttl"] = "6s"
+    return parse_config(node_config_text(**sections), tmp_path)
+
+
 def self_fences(rig: Rig, reason: str) -> float:
     return rig.fencer.metrics.self_fences.labels(reason=reason)._value.get()
 
@@ -154,7 +164,7 @@ async def test_a_second_fence_with_no_service_started_since_is_a_check(
     tmp_path: Path, world: FakeWorld
 ) -> None:
     world.set_drbd({"r0": drbd_resource(device="/dev/drbd0")})
-    rig = Rig(make_config(tmp_path))
+    rig = Rig(roomy_config(tmp_path))
     # The renewal and the HA step both fence one lost lease: one self-fence.
     assert await rig.fencer.fence("lease_expiring", "renewal failed")
     assert await rig.fencer.fence("lease_expiring", "lease lost")
@@ -171,7 +181,7 @@ async def test_the_check_after_a_hand_over_is_not_announced(
     tmp_path: Path, world: FakeWorld
 ) -> None:
     world.set_drbd({"r0": drbd_resource(device="/dev/drbd0")})
-    rig = Rig(make_config(tmp_path))
+    rig = Rig(roomy_config(tmp_path))
     assert await rig.fencer.fence("stopped", "the bot is stopping", announce=False)
     assert rig.kinds() == ["fence_checked"]
     assert self_fences(rig, "stopped") == 0
@@ -196,3 +206,63 @@ async def test_finish_lets_event_writes_end_and_cancels_the_hung_ones() -> None:
     assert not other.done()  # only the event writes
     other.cancel()
     await asyncio.gather(other, return_exceptions=True)
+
+
+class TimedFence:
+    """The fence sequence as the fencer sees it, taking ``took`` seconds of a fake clock."""
+
+    def __init__(self, cfg: Config, clock: list[float], took: list[float]) -> None:
+        self.cfg = cfg
+        self.clock = clock
+        self.took = took
+
+    async def fence(self, *, escalate: bool = False) -> TakeoverReport:
+        took = self.took.pop(0)
+        start = self.clock[0]
+        self.clock[0] += took
+        step = StepTiming("fence_asterisk", start, took, took < 5, "killed")
+        return TakeoverReport("succeeded" if step.ok else "failed", [step], "")
+
+
+def timed_fencer(cfg: Config, took: list[float]) -> tuple[Fencer, list[tuple[str, str]]]:
+    now = [100.0]
+    events: list[tuple[str, str]] = []
+    fencer = Fencer(
+        TimedFence(cfg, now, took),  # type: ignore[arg-type]
+        cfg.fence,
+        jobs=Jobs(on_done=lambda kind: None),
+        metrics=Metrics.for_config(cfg, registry=CollectorRegistry()),
+        events=lambda kind, message, **_: events.append((kind, message)),
+        clock=lambda: now[0],
+        retry_interval=0.0,
+    )
+    return fencer, events
+
+
+def overruns(fencer: Fencer, reason: str) -> float:
+    return fencer.metrics.fence_overruns.labels(reason=reason)._value.get()
+
+
+async def test_a_fence_that_outlasts_its_budget_is_counted_and_alerted(tmp_path: Path) -> None:
+    cfg = make_config(tmp_path)  # fence_budget 0.5 s
+    fencer, events = timed_fencer(cfg, [0.4, 0.817])
+    assert await fencer.fence("lease_expiring", "in time")
+    assert [k for k, _ in events] == ["self_fence"]
+    assert overruns(fencer, "lease_expiring") == 0
+    await fencer.jobs.start("promote", asyncio.sleep(0))  # a new fence, not a check
+    assert await fencer.fence("lease_expiring", "late")
+    assert [k for k, _ in events] == ["self_fence", "fence_overrun", "self_fence"]
+    message = events[1][1]
+    assert "took 0.817 s against cluster.fence_budget 0.5 s" in message, message
+    assert "slowest fence_asterisk 0.817 s" in message
+    assert overruns(fencer, "lease_expiring") == 1
+
+
+async def test_an_incomplete_fence_is_counted_as_an_overrun(tmp_path: Path) -> None:
+    cfg = make_config(tmp_path)
+    fencer, events = timed_fencer(cfg, [9.0, 0.3])  # fails once, then done
+    assert await fencer.fence("lease_taken", "taken")
+    kinds = [k for k, _ in events]
+    assert kinds == ["fence_incomplete", "fence_overrun", "fence_complete", "self_fence"], kinds
+    assert "took 9.300 s" in events[1][1] and "after 1 retries" in events[1][1]
+    assert overruns(fencer, "lease_taken") == 1
