@@ -129,7 +129,9 @@ class Executor:
 
     def _clear_switchover(self, action: Action) -> None:
         self.events("switchover", f"switchover request {action.args.get('outcome', 'done')}")
-        self._job(action, self._bus_call(self.bus.clear_switchover()))
+        request = action.args.get("request")
+        call = self.bus.clear_switchover(request if isinstance(request, str) else None)
+        self._job(action, self._bus_call(call))
 
     # ------------------------------------------------------------------ handlers that take time
 

@@ -248,5 +248,6 @@ def controls_view(ctl: Any) -> ControlsView:
         failed=frozenset(ctl.failed),
         switchover_to=sw.target if sw is not None else None,
         switchover_drain=sw.drain_timeout if sw is not None else 0.0,
+        switchover_id=sw.request_id if sw is not None else None,
         outdated=frozenset(ctl.outdated),
     )

@@ -77,6 +77,10 @@ class HaConfig:
     rseries_host: str | None = None
     # An acquire without an answer for this long is given up (the agent's own timeout is shorter).
     acquire_timeout: float = 2.0
+    # A planned hand-over's demotion beyond its drain (Asterisk stop, floating IP down,
+    # DRBD demote, release): with drain and lease_ttl it bounds how long a switchover
+    # request may wait for its target to take the lease (rule 9).
+    handover_budget: float = 15.0
 
     @classmethod
     def from_config(cls, cfg: Config) -> HaConfig:
@@ -163,6 +167,7 @@ class ControlsView:
     failed: frozenset[str] = frozenset()  # nodes whose failed mark is on the bus
     switchover_to: str | None = None
     switchover_drain: float = 0.0
+    switchover_id: str | None = None  # tells one request from the next
     outdated: frozenset[str] = frozenset()
 
 
@@ -270,6 +275,10 @@ class HaState:
     last_restart_at: float | None = None
     fencing: bool = False
     acquiring_released: bool = False  # the lease being taken was handed to us
+    # The switchover request in view: (its id, when this node first saw it, own clock),
+    # and the id of one this node found ended and asked to clear (once per request).
+    switchover_seen: tuple[str, float] | None = None
+    switchover_ended: str | None = None
     alerted: frozenset[str] = frozenset()
     peer_good_since: float | None = None  # failback: peer healthy and ready since
     degraded: bool = False

@@ -142,7 +142,7 @@ def test_release_naming_another_node_is_not_taken() -> None:
         ({"healthy": False, "health_reasons": ("AMI link down for 4.0 s",)}, "unhealthy"),
         ({"ready": False, "ready_reasons": ("DRBD disk is Inconsistent",)}, "not ready"),
         ({"promise_given_until": T + 1.5}, "promised the peer not to take the lease for 1.5 s"),
-        ({"controls": ControlsView(switchover_to="c")}, "switchover to c requested"),
+        ({"controls": ControlsView(switchover_to="b")}, "switchover to b requested"),
         ({"controls": ControlsView(outdated=frozenset({"a"}))}, "marked outdated"),
         ({"lease_read_ok": False}, "lease read failed"),
     ],
