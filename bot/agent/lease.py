@@ -72,6 +72,7 @@ class LeaseKeeper:
         self.peer_client: PeerClient | None = None
         self._changed = asyncio.Event()
         self._renewed = asyncio.Event()  # a renewal succeeded: ask for a promise now
+        self._paused_alerted: int | None = None  # the epoch whose expiry while paused was said
 
     # ------------------------------------------------------------------ queries
 
@@ -170,7 +171,24 @@ class LeaseKeeper:
                 last_attempt = self.clock()
                 continue
             now = self.clock()
-            if renewal_decision(own, None, now, self.ha_cfg, self.promise_until) == "fence":
+            expiring = renewal_decision(own, None, now, self.ha_cfg, self.promise_until) == "fence"
+            if expiring and self.ha_state().role == "paused":
+                # Rule 8: paused means no automatic action, on this path too. The services
+                # stay; the renewal goes on, so that a Redis that comes back keeps (or,
+                # empty, gives again) the key, and the heartbeats go on collecting the
+                # peer's promise. A key found held by another node is fenced by the step.
+                self._paused_expired(own, now)
+                next_renew = last_attempt + cluster.renew_interval
+                if now < next_renew:
+                    self._changed.clear()
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(next_renew - now):
+                            await self._changed.wait()
+                    continue
+                last_attempt = now
+                await self._renew_once(own, now + cluster.renew_interval)
+                continue
+            if expiring:
                 log.warning("lease about to run out: fencing")
                 detail = f"lease renewal failed for {now - own.sent_at:.1f} s"
                 await self.fencer.fence("lease_expiring", detail)
@@ -188,6 +206,18 @@ class LeaseKeeper:
                 continue
             last_attempt = now
             await self._renew_once(own, fence_at)
+
+    def _paused_expired(self, own: OwnLease, now: float) -> None:
+        """Say once per lease that it ran out while paused (the services stay)."""
+        if self._paused_alerted is own.epoch:
+            return
+        self._paused_alerted = own.epoch
+        self.events(
+            "paused_lease_lost",
+            f"paused: lease epoch {own.epoch} not renewed for {now - own.sent_at:.1f} s and "
+            "no promise from the peer; services stay until an operator resumes",
+            alert=True,
+        )
 
     def _bounded(self, fence_at: float) -> float:
         """A Redis call's limit: its timeout, and never past the moment to fence (rule 3):

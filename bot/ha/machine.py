@@ -650,7 +650,13 @@ def _paused(s: HaState, obs: Observation, now: float) -> _Decision:
     if not (obs.lease_read_ok and obs.controls.paused is False) or _pause_wanted(s, obs):
         return _Decision("paused: no automatic action until resume")
     resume = [Action.of("persist_pause", paused=False)]
-    if holder and _lease_lost(s, obs, now) is None:
+    lost = _lease_lost(s, obs, now) if holder else None
+    if lost and obs.own_lease is not None and obs.lease is not None and obs.lease.free:
+        # The lease ran out while paused (Redis gone) and the key is free: the renewal
+        # task takes it again (rule 4) within a renewal interval; resume then, with the
+        # services as they are, rather than fence them now.
+        return _Decision("paused: resume waits for the free key to be taken again")
+    if holder and lost is None:
         return _Decision(
             f"resumed as primary, epoch {s.epoch}",
             "resume_as_primary",

@@ -8,22 +8,25 @@ and ready, and nobody paused the cluster.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from bot.lab.cluster import RESOURCE, pid_alive
 from harness.cluster import Cluster
 from harness.fakes import FakeWorld
 from tests.e2e.test_graceful_stop import bus_events
-from tests.e2e.test_scenarios import LEASE, SAMPLE, allow, settle
+from tests.e2e.test_scenarios import LEASE, QUIET_OUTAGE, SAMPLE, allow, settle
 from tests.helpers import running_cluster, wait_for_sync
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 
 # The liveness bound of rule 9, from the moment the target is marked failed.
 BOUND = LEASE + 2.0
+REDIS_DOWN = 8.0  # a Redis restart that outlasts two leases
 TAKEOVER = 10.0  # the takeover's own budget here (simulated Asterisk, fake DRBD)
 
 
@@ -77,3 +80,50 @@ def _lease_taken(c: Cluster, node: str, *, after: float, within: float) -> float
 
     wait_for_sync(held, within, f"{node} holding the lease")
     return found[0]
+
+
+def _drbd_role(c: Cluster, node: str) -> str:
+    state = json.loads((c.drbd_dir / "drbd.json").read_text())
+    return str(state["resources"][RESOURCE]["nodes"][node]["role"])
+
+
+def test_a_paused_primary_keeps_its_services_while_redis_and_the_standby_are_gone(
+    cluster: Cluster,
+) -> None:
+    """Maintenance as operators do it: pause, reboot the standby, and meanwhile Redis
+    restarts. Paused means no automatic action on any path (rule 8): the primary's lease
+    runs out (no Redis, no promise: the standby is down) and it keeps its services.
+
+    Why that is safe: the pause is kept in each node's state directory as well as on
+    the bus, so a standby that cannot read Redis (or reads an empty one) stays paused
+    and never takes; and a standby that is resumed while the paused primary still runs
+    answers its heartbeats with promises, which keep it from taking the lease (rule 5).
+    """
+    primary, standby = settle(cluster)
+    node = cluster.nodes[primary]
+    assert node.post("/pause", {}) == 202
+    cluster.wait_role(primary, "paused", within=10)
+    cluster.wait_role(standby, "paused", within=10)
+    ast_pid = node.asterisk_pid()
+    assert ast_pid is not None and cluster.holds_vip(primary)
+    assert _drbd_role(cluster, primary) == "Primary"
+    cluster.kill_host(standby)
+    cluster.redis.kill()
+    t_fault = time.monotonic()
+    # The fault lasts REDIS_DOWN seconds (more than two leases); everything is watched.
+    while time.monotonic() < t_fault + REDIS_DOWN:
+        assert node.asterisk_pid() == ast_pid and pid_alive(ast_pid), "Asterisk was touched"
+        assert cluster.holds_vip(primary), "the floating IP was dropped"
+        assert _drbd_role(cluster, primary) == "Primary", "DRBD was demoted"
+        time.sleep(0.1)
+    assert node.role() == "paused"
+    cluster.redis.start()
+    # Redis came back empty; the pause remembered in the state directory holds, and the
+    # operator's resume finds the services as they were.
+    assert node.post("/resume", {}) == 202
+    cluster.wait_role(primary, "primary", within=15)
+    assert node.asterisk_pid() == ast_pid and cluster.holds_vip(primary)
+    assert _drbd_role(cluster, primary) == "Primary"
+    fences = [m for m in bus_events(cluster) if "fenced" in m]
+    assert not fences, fences
+    cluster.assert_safe(allow(t_fault, max_outage=QUIET_OUTAGE))

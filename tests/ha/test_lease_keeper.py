@@ -11,6 +11,7 @@ import asyncio
 import os
 import signal
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,7 @@ from bot.agent.lease import LeaseKeeper
 from bot.boottime import boottime
 from bot.bus import Bus
 from bot.config import Config, parse_config
-from bot.ha import HaConfig, HaState, OwnLease
+from bot.ha import HaConfig, HaState, OwnLease, Role
 from bot.metrics import Metrics
 from bot.state import StateDir
 from harness.fakes import FakeWorld
@@ -81,6 +82,7 @@ class Rig:
             takeover, cfg.fence, jobs=jobs, metrics=metrics, events=self.event, clock=boottime
         )
         ha_cfg = HaConfig.from_config(cfg)
+        self.role: Role = "starting"  # the HA role the keeper sees
         self.keeper = LeaseKeeper(
             cfg,
             ha_cfg,
@@ -92,7 +94,7 @@ class Rig:
             jobs=jobs,
             metrics=metrics,
             clock=boottime,
-            ha_state=lambda: HaState.initial(ha_cfg, 0.0),
+            ha_state=lambda: replace(HaState.initial(ha_cfg, 0.0), role=self.role),
             wake=lambda: None,
         )
 
@@ -145,3 +147,34 @@ async def test_a_hanging_renewal_does_not_delay_the_fence(
         os.kill(redis_server.proc.pid, signal.SIGCONT)
         renewal.cancel()
         await asyncio.gather(renewal, return_exceptions=True)
+
+
+async def test_a_paused_holder_whose_lease_runs_out_does_not_fence(
+    rig: Rig, redis_server: RedisServer
+) -> None:
+    """Rule 8: paused means no automatic action on the renewal's path too. The lease runs
+    out with Redis gone and the services stay; once Redis answers again the renewal
+    takes the key again (here it expired meanwhile: a new epoch)."""
+    keeper = rig.keeper
+    await keeper.acquire(fence_peer=False)
+    assert keeper.own is not None
+    first = keeper.own
+    rig.role = "paused"
+    renewal = asyncio.create_task(keeper.run_renewal())
+    assert redis_server.proc is not None
+    os.kill(redis_server.proc.pid, signal.SIGSTOP)
+    try:
+        cfg = keeper.ha_cfg
+        # Watched until a whole lease after the key ran out: no fence step at all.
+        watched_until = first.sent_at + 2 * cfg.lease_ttl
+        await wait_for(lambda: bool(rig.steps) or boottime() > watched_until, 15, what="the window")
+        assert not rig.steps, f"fenced while paused: {rig.steps[0][0]}"
+        assert keeper.own is first and rig.events.count("paused_lease_lost") == 1
+    finally:
+        os.kill(redis_server.proc.pid, signal.SIGCONT)
+    await wait_for(
+        lambda: keeper.own is not None and keeper.own.epoch > first.epoch, 10, what="retaken"
+    )
+    renewal.cancel()
+    await asyncio.gather(renewal, return_exceptions=True)
+    assert not rig.steps
