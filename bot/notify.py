@@ -48,6 +48,7 @@ KINDS: dict[str, str] = {
     "drbd_split_brain": "critical",
     "force_promote": "critical",
     "paused_lease_lost": "critical",
+    "fence_peer": "critical",
 }
 
 # Results passed to on_result (label of failoverbot_webhooks_total{result}).

@@ -178,7 +178,7 @@ class Observer:
             lease=lease_view(lease_read) if lease_read is not None else None,
             lease_read_ok=lease_read is not None and controls is not None,
             redis_run_id=lease_read.run_id if lease_read is not None else None,
-            own_lease=keeper.own,
+            own_lease=keeper.granted,
             renew_result=inbox.renew_result,
             acquire_result=inbox.acquire_result,
             healthy=verdict.healthy,

@@ -289,8 +289,9 @@ class Bus:
             "release lease",
             lambda: self._r.eval(
                 scripts.RELEASE,
-                1,
+                2,
                 self.keys.leader,
+                self.keys.released,
                 self.node_id,
                 epoch,
                 next_node or "",
@@ -300,6 +301,14 @@ class Bus:
         return bool(int(reply))
 
     # ------------------------------------------------------------------ node records
+
+    async def released_epoch(self) -> int | None:
+        """The epoch its holder last gave up by a release (None: none since Redis started)."""
+        raw: Any = await self._run("read released mark", lambda: self._r.get(self.keys.released))
+        try:
+            return int(raw) if raw is not None else None
+        except ValueError:
+            raise BusCorrupt(self.keys.released, f"not an epoch: {raw!r}") from None
 
     async def publish_node_record(self, record: NodeRecord) -> None:
         value = model.encode_record(record)

@@ -36,6 +36,11 @@ class Keys:
         return f"{self.prefix}:epoch"
 
     @property
+    def released(self) -> str:
+        """The epoch last given up by its holder (a release, not an expiry)."""
+        return f"{self.prefix}:released"
+
+    @property
     def control(self) -> str:
         return f"{self.prefix}:control"
 

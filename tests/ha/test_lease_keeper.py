@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import sys
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
@@ -26,7 +27,7 @@ from bot.agent.jobs import Jobs
 from bot.agent.lease import LeaseKeeper
 from bot.boottime import boottime
 from bot.bus import Bus
-from bot.config import Config, parse_config
+from bot.config import Config, RedisConfig, parse_config
 from bot.ha import HaConfig, HaState, OwnLease, Role
 from bot.metrics import Metrics
 from bot.state import StateDir
@@ -178,3 +179,49 @@ async def test_a_paused_holder_whose_lease_runs_out_does_not_fence(
     renewal.cancel()
     await asyncio.gather(renewal, return_exceptions=True)
     assert not rig.steps
+
+
+async def test_the_fence_command_runs_after_the_key_is_taken_and_only_against_a_holder_that_did_not_release(  # noqa: E501
+    tmp_path: Path, redis_server: RedisServer, world: FakeWorld
+) -> None:
+    record = tmp_path / "fenced.txt"
+    (tmp_path / "secret").write_text("s3cret\n")
+    script = "import sys; open(sys.argv[1], 'a').write(sys.argv[2] + chr(10))"
+    text = CONFIG.format(state=tmp_path / "state", url=redis_server.url).replace(
+        'name = "t"',
+        'name = "t"\npeers = [{ id = "b", api = "http://127.0.0.1:9" }]\n'
+        'secret_file = "secret"\n'
+        f'fence_command = ["{sys.executable}", "-c", "{script}", "{record}", "{{peer}}"]',
+    )
+    rig = Rig(parse_config(text, tmp_path))
+    peer = Bus(RedisConfig(url=redis_server.url, timeout=0.5), "t", "b")
+    keeper = rig.keeper
+    fenced = lambda: record.read_text().split() if record.exists() else []  # noqa: E731
+    try:
+        # Held by the peer: busy, and nobody is fenced (the key comes first).
+        held = await peer.acquire(0.3, 0)
+        assert held is not None
+        await keeper.acquire(fence_peer=True)
+        assert keeper.inbox.acquire_result == "busy" and fenced() == []
+        # The peer's lease ran out without a release: fenced, then the lease is usable.
+        keeper.inbox.take()
+        await wait_for(lambda: _free(peer), 5, what="the peer's lease to expire")
+        await keeper.acquire(fence_peer=True)
+        assert keeper.inbox.acquire_result == "acquired" and fenced() == ["b"]
+        assert keeper.granted is not None
+        own = keeper.own
+        assert own is not None
+        await keeper.release(None)
+        # The peer takes the lease and gives it up: taking it after that fences nobody.
+        keeper.inbox.take()
+        taken = await peer.acquire(3.0, 0)
+        assert taken is not None and await peer.release(taken.epoch)
+        await keeper.acquire(fence_peer=True)
+        assert keeper.inbox.acquire_result == "acquired" and fenced() == ["b"]
+    finally:
+        await peer.close()
+        await rig.bus.close()
+
+
+async def _free(bus: Bus) -> bool:
+    return (await bus.read_lease()).lease is None
