@@ -83,7 +83,10 @@ class Executor:
             ),
             "demote": lambda a: self._job(a, self._demote(a.args.get("drain"), a.args.get("to"))),
             "fence": lambda a: self._job(a, self._fence(str(a.args.get("reason", "")))),
-            "release": lambda a: self._job(a, self.keeper.release(_node(a.args.get("to")))),
+            "release": lambda a: self._job(
+                a,
+                self.keeper.release(_node(a.args.get("to")), planned=bool(a.args.get("planned"))),
+            ),
             "drop_lease": lambda a: self.keeper.drop(),
             "restart_asterisk": lambda a: self._job(a, self._restart_asterisk()),
             "route_spans": lambda a: self._job(a, self._route_spans()),

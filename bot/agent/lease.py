@@ -195,13 +195,15 @@ class LeaseKeeper:
         else:
             self.inbox.renew_result = cast(RenewOutcome, result.outcome)
 
-    async def release(self, to: str | None) -> None:
+    async def release(self, to: str | None, *, planned: bool = False) -> None:
+        """Give the lease up (``to``: the node that may take it at once; ``planned``: a
+        hand-over that is no health failover)."""
         own = self.own
         self.drop()
         if own is None:
             return
         try:
-            await self.bus.release(own.epoch, next_node=to)
+            await self.bus.release(own.epoch, next_node=to, planned=planned)
             self.events(
                 "lease", f"released the lease, epoch {own.epoch}" + (f", to {to}" if to else "")
             )

@@ -433,7 +433,8 @@ class Agent:
         own = self.keeper.own
         if own is not None and fenced:
             with contextlib.suppress(BusError):
-                await self.bus.release(own.epoch, next_node=self.peer_id)
+                # A stop is planned: the peer arms no failover hold-down for it.
+                await self.bus.release(own.epoch, next_node=self.peer_id, planned=True)
             self.keeper.drop()
         elif own is not None:
             # Never hand the lease to the peer while something may still run here:

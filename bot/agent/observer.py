@@ -234,6 +234,7 @@ def lease_view(read: LeaseRead) -> LeaseView:
         epoch=lease.epoch,
         expires_at=read.predicted_expiry(),
         released_to=lease.next_node,
+        released_planned=lease.planned,
         expires_not_before=not_before,
     )
 

@@ -283,8 +283,11 @@ class Bus:
             raise BusUnavailable(f"renewal of epoch {epoch}: no replica confirmed it in time")
         return RenewResult("renewed", sent_at, holder=self.node_id)
 
-    async def release(self, epoch: int, next_node: str | None = None) -> bool:
-        """Compare-and-delete; naming ``next_node`` lets that node take the lease at once."""
+    async def release(
+        self, epoch: int, next_node: str | None = None, *, planned: bool = False
+    ) -> bool:
+        """Compare-and-delete; naming ``next_node`` lets that node take the lease at once.
+        ``planned``: a hand-over that is no health failover (no hold-down after it)."""
         reply = await self._run(
             "release lease",
             lambda: self._r.eval(
@@ -296,6 +299,7 @@ class Bus:
                 epoch,
                 next_node or "",
                 self.keys.wake,
+                "1" if planned and next_node else "",
             ),
         )
         return bool(int(reply))

@@ -357,7 +357,9 @@ def _standby(s: HaState, obs: Observation, now: float) -> _Decision:
                 "fencing": False,
                 "degraded": False,
             }
-            if s.acquiring_released:
+            if s.acquiring_released and not s.acquiring_planned:
+                # Only a health failover arms the hold-down: after a planned hand-over
+                # an unhealthy node must still hand back to a healthy peer (rule 9).
                 updates["holddown_until"] = now + cfg.failover_holddown
             peer_ok, _ = _peer_eligible(s, obs)
             return _Decision(
@@ -406,7 +408,12 @@ def _standby(s: HaState, obs: Observation, now: float) -> _Decision:
         "acquiring the lease (" + ("released to this node" if released else "free") + ")",
         None,
         [*clear, Action.of("acquire", fence_peer=not released)],
-        {**cleared, "acquiring_since": now, "acquiring_released": released},
+        {
+            **cleared,
+            "acquiring_since": now,
+            "acquiring_released": released,
+            "acquiring_planned": released and lease.released_planned,
+        },
     )
 
 
@@ -577,7 +584,7 @@ def _handover(s: HaState, event: Event, why: str, to: str | None, drain: float) 
         f"demoting: {why}, handing over to {to}",
         event,
         [Action.of("demote", drain=drain, to=to)],
-        {"handover_to": to},
+        {"handover_to": to, "handover_planned": event != "unhealthy_handover"},
     )
 
 
@@ -619,8 +626,8 @@ def _demoting(s: HaState, obs: Observation, now: float) -> _Decision:
         return _Decision(
             f"standby: demoted, lease released to {to}",
             "demoted",
-            [Action.of("release", to=to)],
-            {**done, "handover_to": None},
+            [Action.of("release", to=to, planned=s.handover_planned)],
+            {**done, "handover_to": None, "handover_planned": False},
         )
     if result == "failed":
         cfg = s.cfg

@@ -46,7 +46,7 @@ ActionKind = Literal[
     "promote",  # run the takeover sequence; args: epoch
     "demote",  # stop the services in order; args: drain (seconds), to
     "fence",  # fence now, fastest first; stop renewing
-    "release",  # give the lease up (after demote); args: to (node or None)
+    "release",  # give the lease up (after demote); args: to (node or None), planned
     "drop_lease",  # stop renewing without touching the key
     "restart_asterisk",  # args: attempt
     "route_spans",  # R-Series ROUTE to this host
@@ -125,6 +125,7 @@ class LeaseView:
     expires_at: float | None = None
     released_to: str | None = None
     expires_not_before: float | None = None
+    released_planned: bool = False  # the release was a planned hand-over, not health
 
     @property
     def free(self) -> bool:
@@ -275,6 +276,8 @@ class HaState:
     last_restart_at: float | None = None
     fencing: bool = False
     acquiring_released: bool = False  # the lease being taken was handed to us
+    acquiring_planned: bool = False  # ... by a planned hand-over: no failover hold-down
+    handover_planned: bool = False  # this node's hand-over in progress is a planned one
     # The switchover request in view: (its id, when this node first saw it, own clock),
     # and the id of one this node found ended and asked to clear (once per request).
     switchover_seen: tuple[str, float] | None = None

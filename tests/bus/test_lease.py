@@ -323,3 +323,20 @@ async def test_a_release_marks_the_epoch_given_up_and_an_expiry_does_not(
     again = await a.acquire(3.0, 0)
     assert again is not None and await a.release(again.epoch, next_node="b")
     assert await b.released_epoch() == again.epoch
+
+
+async def test_a_planned_release_says_so_on_the_key(
+    make_bus: BusFactory, redis_server: RedisServer
+) -> None:
+    a = make_bus("a")
+    r = await raw_client(redis_server)
+    try:
+        for planned in (True, False):
+            grant = await a.acquire(3.0, 0)
+            assert grant is not None
+            assert await a.release(grant.epoch, next_node="b", planned=planned)
+            lease = (await a.read_lease()).lease
+            assert lease is not None and (lease.next_node, lease.planned) == ("b", planned)
+            await r.delete(KEYS.leader)
+    finally:
+        await r.aclose()

@@ -9,6 +9,8 @@ and ready, and nobody paused the cluster.
 from __future__ import annotations
 
 import json
+import os
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +21,7 @@ from bot.lab.cluster import RESOURCE, pid_alive
 from harness.cluster import Cluster
 from harness.fakes import FakeWorld
 from tests.e2e.test_graceful_stop import bus_events
-from tests.e2e.test_scenarios import LEASE, QUIET_OUTAGE, SAMPLE, allow, settle
+from tests.e2e.test_scenarios import LEASE, QUIET_OUTAGE, SAFE, SAMPLE, _ready, allow, settle
 from tests.helpers import running_cluster, wait_for_sync
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
@@ -127,3 +129,26 @@ def test_a_paused_primary_keeps_its_services_while_redis_and_the_standby_are_gon
     fences = [m for m in bus_events(cluster) if "fenced" in m]
     assert not fences, fences
     cluster.assert_safe(allow(t_fault, max_outage=QUIET_OUTAGE))
+
+
+def test_after_a_switchover_an_unhealthy_new_primary_hands_back_at_once(
+    cluster: Cluster,
+) -> None:
+    """The failover hold-down stops flapping after a health failover; a planned hand-over
+    (switchover, failback, stop) is no failover and arms none. So right after a
+    switchover, a new primary whose Asterisk crashes hands back to the healthy peer
+    instead of restarting Asterisk for minutes (rule 9)."""
+    primary, standby = settle(cluster)
+    assert cluster.nodes[primary].post("/switchover", {"to": standby}) == 202
+    cluster.wait_serving(standby, within=20)
+    cluster.wait_role(primary, "standby", within=20)
+    wait_for_sync(lambda: _ready(cluster, primary), 20, f"{primary} ready")
+    pid = cluster.nodes[standby].asterisk_pid()
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    cluster.wait_serving(primary, within=30)
+    restarts = [m for m in bus_events(cluster) if "restarting Asterisk" in m]
+    assert not restarts, f"{standby} restarted Asterisk under a hold-down: {restarts}"
+    # Safety only: how long the hand-back takes is the health grace plus a takeover
+    # (tests/e2e/test_scenarios.py bounds it), on a loaded machine seconds more.
+    cluster.assert_safe(SAFE)
