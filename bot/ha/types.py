@@ -30,6 +30,8 @@ ROLES: tuple[Role, ...] = (
 # What a node reports: its HA role, or "fencing" while a self-fence is incomplete (the
 # fencer's state, not a role of the step: the node never shows itself standby before).
 REPORTED_ROLES: tuple[str, ...] = (*ROLES, "fencing")
+# A planned hand-over's demotion beyond its drain (seconds; HaConfig.handover_budget).
+HANDOVER_BUDGET = 15.0
 # Roles in which a node runs (or is starting or stopping) the primary's services.
 HOLDER_ROLES: frozenset[Role] = frozenset({"promoting", "primary", "demoting"})
 
@@ -80,7 +82,7 @@ class HaConfig:
     # A planned hand-over's demotion beyond its drain (Asterisk stop, floating IP down,
     # DRBD demote, release): with drain and lease_ttl it bounds how long a switchover
     # request may wait for its target to take the lease (rule 9).
-    handover_budget: float = 15.0
+    handover_budget: float = HANDOVER_BUDGET
 
     @classmethod
     def from_config(cls, cfg: Config) -> HaConfig:

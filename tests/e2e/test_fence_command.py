@@ -5,11 +5,13 @@ that did not give the lease up (design §3 rule 10).
 Here the command records the peer it was run against. Both bots start together: at
 most one of them may fence the other (with IPMI, fencing both powers both hosts off).
 A node that takes a lease its peer released (a failed takeover rolls back and
-releases) fences nobody.
+releases) fences nobody. And a standby's stop is no self-fence.
 """
 
 from __future__ import annotations
 
+import json
+import signal
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +20,7 @@ import pytest
 
 from harness.cluster import Cluster
 from harness.fakes import FakeWorld
+from tests.e2e.test_graceful_stop import bus_events
 from tests.e2e.test_scenarios import SAFE, settle
 from tests.helpers import running_cluster, wait_for_sync
 
@@ -49,6 +52,16 @@ def test_a_cold_start_fences_at_most_once_and_a_release_is_never_fenced(
     at_start = _fenced(fenced_file)
     assert len(at_start) <= 1, f"both nodes fenced each other at a cold start: {at_start}"
     assert at_start in ([], [standby]), at_start
+    # A standby's stop (nothing primary ran there) only checks that nothing runs: no
+    # self_fence alert, no self-fence counted.
+    node = cluster.nodes[standby]
+    old_bot = node.bot_pid()
+    cluster.kill_bot(standby, signal.SIGTERM)
+    wait_for_sync(lambda: node.bot_pid() not in (None, old_bot), 30, f"{standby}'s bot restarted")
+    cluster.wait_role(standby, "standby", within=20)
+    said = [json.loads(e) for e in bus_events(cluster)]
+    fences = [e for e in said if e.get("node") == standby and e.get("kind") == "self_fence"]
+    assert not fences, fences
     # The standby's promotion fails: it rolls back and releases the lease (to nobody);
     # the old primary takes it again and must not fence the node that gave it up.
     FakeWorld(cluster.nodes[standby].dir).set_fault(
