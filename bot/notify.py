@@ -49,6 +49,7 @@ KINDS: dict[str, str] = {
     "force_promote": "critical",
     "paused_lease_lost": "critical",
     "fence_peer": "critical",
+    "lease_pttl": "warning",
 }
 
 # Results passed to on_result (label of failoverbot_webhooks_total{result}).

@@ -235,6 +235,7 @@ def lease_view(read: LeaseRead) -> LeaseView:
         expires_at=read.predicted_expiry(),
         released_to=lease.next_node,
         released_planned=lease.planned,
+        pttl=read.pttl_ms / 1000.0 if read.pttl_ms is not None else None,
         expires_not_before=not_before,
     )
 

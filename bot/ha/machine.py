@@ -12,9 +12,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from bot.ha.lease import free_for_me, holder_valid_until, lease_valid_until, track_lease
+from bot.ha.lease import (
+    free_for_me,
+    holder_valid_until,
+    lease_valid_until,
+    pttl_beyond_ttl,
+    track_lease,
+)
 from bot.ha.table import Event, next_role
-from bot.ha.types import HOLDER_ROLES, Action, ControlsView, HaState, Observation
+from bot.ha.types import HOLDER_ROLES, Action, ControlsView, HaState, LeaseView, Observation
 
 
 @dataclass
@@ -49,6 +55,8 @@ def step(state: HaState, obs: Observation, now: float) -> tuple[HaState, list[Ac
     if is_holder(s):
         s, pre = _refresh_holder(s, obs)
     pre += _rseries_actions(s, obs, now)
+    if obs.lease_read_ok and obs.lease is not None:
+        s, pre = _check_pttl(s, obs.lease, pre)
     decision = _HANDLERS[s.role](s, obs, now)
     s = replace(s, **decision.updates) if decision.updates else s
     if decision.event is not None:
@@ -102,6 +110,16 @@ def _fence(s: HaState, why: str, event: Event = "lease_lost") -> _Decision:
     # valid_until stays: the node counts as primary until the fence is done or the lease
     # ends, whichever is first (rule 3 budgets the fence to finish before then).
     return _Decision(f"fencing: {why}", event, actions, {"fencing": True, "handover_to": None})
+
+
+def _check_pttl(s: HaState, lease: LeaseView, pre: list[Action]) -> tuple[HaState, list[Action]]:
+    """Alert once when the lease key lives longer than lease_ttl, again after it did not."""
+    beyond = pttl_beyond_ttl(lease, s.cfg)
+    if beyond is not None and not s.pttl_alerted:
+        return replace(s, pttl_alerted=True), [*pre, _alert("lease_pttl", beyond)]
+    if beyond is None and s.pttl_alerted and lease.pttl is not None:
+        return replace(s, pttl_alerted=False), pre
+    return s, pre
 
 
 def _alert(kind: str, text: str) -> Action:

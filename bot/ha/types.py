@@ -128,6 +128,7 @@ class LeaseView:
     released_to: str | None = None
     expires_not_before: float | None = None
     released_planned: bool = False  # the release was a planned hand-over, not health
+    pttl: float | None = None  # the key's remaining time to live as Redis said (seconds)
 
     @property
     def free(self) -> bool:
@@ -287,6 +288,7 @@ class HaState:
     alerted: frozenset[str] = frozenset()
     peer_good_since: float | None = None  # failback: peer healthy and ready since
     degraded: bool = False
+    pttl_alerted: bool = False  # a PTTL above lease_ttl was alerted (once per episode)
 
     @classmethod
     def initial(cls, cfg: HaConfig, started_at: float) -> HaState:
