@@ -30,6 +30,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 BOUND = LEASE + 2.0
 REDIS_DOWN = 8.0  # a Redis restart that outlasts two leases
 TAKEOVER = 10.0  # the takeover's own budget here (simulated Asterisk, fake DRBD)
+RESTART = 20.0  # a stopped bot's exit, fence-local and a new bot's start, on a busy machine
 
 
 @pytest.fixture
@@ -65,6 +66,32 @@ def test_switchover_to_a_node_whose_promotion_fails_ends_and_someone_serves(
     ended = [m for m in messages if f"switchover request to {standby} ended" in m]
     assert ended and "failed" in ended[0], messages
     cluster.assert_safe(allow(t_failed, max_outage=t_served - t_failed + 2 * SAMPLE))
+
+
+def test_a_stop_handing_over_to_a_node_whose_promotion_fails_is_no_outage_with_no_end(
+    cluster: Cluster,
+) -> None:
+    """A reboot of the primary while the standby's disk is broken: the stop asks for a
+    switchover (bot.agent.stop), hands over, and exits; the standby's takeover fails.
+    The request ends with that failure, so the restarted bot takes the lease again."""
+    primary, standby = settle(cluster)
+    FakeWorld(cluster.nodes[standby].dir).set_fault(
+        "drbdadm primary", exit=11, stderr=f"{standby}: State change failed: (-2) Need access"
+    )
+    old_bot = cluster.nodes[primary].bot_pid()
+    cluster.kill_bot(primary, signal.SIGTERM)
+    t_failed = _role_seen(cluster, standby, "failed")
+    wait_for_sync(
+        lambda: cluster.nodes[primary].bot_pid() not in (None, old_bot), 30, "the bot restarted"
+    )
+    # The stop itself (fence check, exit, fence-local, a new bot that waits a whole
+    # lease as every bot that has just started) takes its time; what matters is that
+    # the outage ends: before, the restarted bot stayed behind the request for good.
+    _lease_taken(cluster, primary, after=t_failed, within=RESTART + BOUND + TAKEOVER)
+    cluster.wait_serving(primary, within=BOUND + TAKEOVER)
+    ended = [m for m in bus_events(cluster) if f"switchover request to {standby} ended" in m]
+    assert ended, bus_events(cluster)
+    cluster.assert_safe(SAFE)
 
 
 def _lease_taken(c: Cluster, node: str, *, after: float, within: float) -> float:
