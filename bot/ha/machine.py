@@ -636,7 +636,13 @@ def _demoting(s: HaState, obs: Observation, now: float) -> _Decision:
         if lost:
             return _fence(s, lost)
     result = obs.demote_result
-    done = {"epoch": None, "valid_until": None, "promise_until": None, "fencing": False}
+    done = {
+        "epoch": None,
+        "valid_until": None,
+        "promise_until": None,
+        "fencing": False,
+        "handover_planned": False,
+    }
     if result == "succeeded":
         if s.fencing:
             return _Decision("standby: fenced", "demoted", [Action.of("drop_lease")], done)
@@ -645,7 +651,7 @@ def _demoting(s: HaState, obs: Observation, now: float) -> _Decision:
             f"standby: demoted, lease released to {to}",
             "demoted",
             [Action.of("release", to=to, planned=s.handover_planned)],
-            {**done, "handover_to": None, "handover_planned": False},
+            {**done, "handover_to": None},
         )
     if result == "failed":
         cfg = s.cfg
