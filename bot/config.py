@@ -129,8 +129,8 @@ class ClusterConfig:
     )
     fence_command: list[str] = opt(
         [],
-        "Optional argv run before taking a lease that was never released "
-        "(e.g. fence_ipmilan against the peer's BMC); {peer} is replaced by the peer id.",
+        "Optional argv run after taking a lease its holder never released, before "
+        "promoting (e.g. fence_ipmilan against the peer's BMC); {peer} is the peer id.",
         "argv",
     )
     preferred_primary: str | None = opt(

@@ -47,6 +47,9 @@ KINDS: dict[str, str] = {
     "drbd_fence_peer_failed": "critical",
     "drbd_split_brain": "critical",
     "force_promote": "critical",
+    "paused_lease_lost": "critical",
+    "fence_peer": "critical",
+    "lease_pttl": "warning",
 }
 
 # Results passed to on_result (label of failoverbot_webhooks_total{result}).

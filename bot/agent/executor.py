@@ -83,7 +83,10 @@ class Executor:
             ),
             "demote": lambda a: self._job(a, self._demote(a.args.get("drain"), a.args.get("to"))),
             "fence": lambda a: self._job(a, self._fence(str(a.args.get("reason", "")))),
-            "release": lambda a: self._job(a, self.keeper.release(_node(a.args.get("to")))),
+            "release": lambda a: self._job(
+                a,
+                self.keeper.release(_node(a.args.get("to")), planned=bool(a.args.get("planned"))),
+            ),
             "drop_lease": self._drop_lease,
             "restart_asterisk": lambda a: self._job(a, self._restart_asterisk()),
             "route_spans": lambda a: self._job(a, self._route_spans()),
@@ -143,7 +146,9 @@ class Executor:
 
     def _clear_switchover(self, action: Action) -> None:
         self.events("switchover", f"switchover request {action.args.get('outcome', 'done')}")
-        self._job(action, self._bus_call(self.bus.clear_switchover()))
+        request = action.args.get("request")
+        call = self.bus.clear_switchover(request if isinstance(request, str) else None)
+        self._job(action, self._bus_call(call))
 
     # ------------------------------------------------------------------ handlers that take time
 

@@ -72,6 +72,8 @@ class LeaseKeeper:
         self.peer_client: PeerClient | None = None
         self._changed = asyncio.Event()
         self._renewed = asyncio.Event()  # a renewal succeeded: ask for a promise now
+        self._fencing_peer = False  # cluster.fence_command runs after an acquire
+        self._paused_alerted: int | None = None  # the epoch whose expiry while paused was said
 
     # ------------------------------------------------------------------ queries
 
@@ -98,10 +100,15 @@ class LeaseKeeper:
     # ------------------------------------------------------------------ acquire, adopt, release
 
     async def acquire(self, fence_peer: bool) -> None:
+        """Take the key; then, with ``fence_peer`` and ``cluster.fence_command`` set, fence
+        a peer that did not give the last lease up, before the step may promote (rule 10).
+
+        The key comes first: at a cold start only the node that got it fences, and the
+        other hears "busy". While the command runs the renewal keeps the key, but the
+        step does not see it (``granted``) and so does not promote yet."""
         cluster = self.cfg.cluster
+        held_before = self.state_dir.held_epoch
         try:
-            if fence_peer:
-                await self.fence_peer()
             grant = await self.bus.acquire(cluster.lease_ttl, self.min_epoch())
         except Exception as exc:
             log.warning("acquire failed: %s", exc)
@@ -112,10 +119,61 @@ class LeaseKeeper:
             return
         self.state_dir.record_epoch(grant.epoch)
         self.state_dir.set_held(grant.epoch)
-        self.own = OwnLease(grant.epoch, grant.sent_at)
+        own = OwnLease(grant.epoch, grant.sent_at)
+        self.own = own
         self._changed.set()
+        if fence_peer and self.cfg.cluster.fence_command and self.ha_cfg.peer:
+            self._fencing_peer = True
+            try:
+                fenced = await self._fence_peer_after_acquire(grant.epoch, held_before)
+            finally:
+                self._fencing_peer = False
+            if not fenced or self.own is not own:
+                # Never promote without the fence: the key is left to expire (a release
+                # would tell the peer this node gave it up, and it would not be fenced).
+                if self.own is own:
+                    self.drop()
+                self.inbox.acquire_result = "error"
+                return
         self.inbox.acquire_result = "acquired"
         self.events("lease", f"took the lease, epoch {grant.epoch}", epoch=grant.epoch)
+
+    @property
+    def granted(self) -> OwnLease | None:
+        """The lease as the HA step may use it: not while the peer is being fenced."""
+        return None if self._fencing_peer else self.own
+
+    async def _fence_peer_after_acquire(self, epoch: int, held_before: int | None) -> bool:
+        """Fence the peer unless the lease before ``epoch`` was given up or was ours; True
+        when promoting may go on."""
+        peer = self.ha_cfg.peer
+        if held_before is not None and epoch == held_before + 1:
+            log.info("not fencing %s: the last lease (epoch %d) was this node's", peer, held_before)
+            return True
+        try:
+            released = await self.bus.released_epoch()
+        except BusError as exc:
+            log.warning("released mark unreadable (%s): fencing %s", exc, peer)
+            released = None
+        if released == epoch - 1:
+            log.info("not fencing %s: epoch %d was released by its holder", peer, released)
+            return True
+        self.events(
+            "fence_peer",
+            f"fencing {peer} (cluster.fence_command) before promoting: the lease before "
+            f"epoch {epoch} was not released",
+            alert=True,
+        )
+        try:
+            await self.fence_peer()
+        except Exception as exc:
+            self.events(
+                "fence_peer",
+                f"fencing {peer} failed: {exc}; not promoting, the lease is left to expire",
+                alert=True,
+            )
+            return False
+        return True
 
     async def fence_peer(self) -> None:
         """Run ``cluster.fence_command`` against the peer, if one is configured."""
@@ -137,13 +195,15 @@ class LeaseKeeper:
         else:
             self.inbox.renew_result = cast(RenewOutcome, result.outcome)
 
-    async def release(self, to: str | None) -> None:
+    async def release(self, to: str | None, *, planned: bool = False) -> None:
+        """Give the lease up (``to``: the node that may take it at once; ``planned``: a
+        hand-over that is no health failover)."""
         own = self.own
         self.drop()
         if own is None:
             return
         try:
-            await self.bus.release(own.epoch, next_node=to)
+            await self.bus.release(own.epoch, next_node=to, planned=planned)
             self.events(
                 "lease", f"released the lease, epoch {own.epoch}" + (f", to {to}" if to else "")
             )
@@ -170,7 +230,24 @@ class LeaseKeeper:
                 last_attempt = self.clock()
                 continue
             now = self.clock()
-            if renewal_decision(own, None, now, self.ha_cfg, self.promise_until) == "fence":
+            expiring = renewal_decision(own, None, now, self.ha_cfg, self.promise_until) == "fence"
+            if expiring and self.ha_state().role == "paused":
+                # Rule 8: paused means no automatic action, on this path too. The services
+                # stay; the renewal goes on, so that a Redis that comes back keeps (or,
+                # empty, gives again) the key, and the heartbeats go on collecting the
+                # peer's promise. A key found held by another node is fenced by the step.
+                self._paused_expired(own, now)
+                next_renew = last_attempt + cluster.renew_interval
+                if now < next_renew:
+                    self._changed.clear()
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(next_renew - now):
+                            await self._changed.wait()
+                    continue
+                last_attempt = now
+                await self._renew_once(own, now + cluster.renew_interval)
+                continue
+            if expiring:
                 log.warning("lease about to run out: fencing")
                 detail = f"lease renewal failed for {now - own.sent_at:.1f} s"
                 await self.fencer.fence("lease_expiring", detail)
@@ -188,6 +265,18 @@ class LeaseKeeper:
                 continue
             last_attempt = now
             await self._renew_once(own, fence_at)
+
+    def _paused_expired(self, own: OwnLease, now: float) -> None:
+        """Say once per lease that it ran out while paused (the services stay)."""
+        if self._paused_alerted is own.epoch:
+            return
+        self._paused_alerted = own.epoch
+        self.events(
+            "paused_lease_lost",
+            f"paused: lease epoch {own.epoch} not renewed for {now - own.sent_at:.1f} s and "
+            "no promise from the peer; services stay until an operator resumes",
+            alert=True,
+        )
 
     def _bounded(self, fence_at: float) -> float:
         """A Redis call's limit: its timeout, and never past the moment to fence (rule 3):

@@ -28,7 +28,7 @@ from bot import __version__
 from bot.actions.asterisk import AsteriskService
 from bot.actions.drbd import Drbd
 from bot.actions.pstn import Pstn
-from bot.actions.takeover import Takeover
+from bot.actions.takeover import FoundServices, Takeover
 from bot.actions.vip import Vip
 from bot.agent.datamark import MarkReconciler
 from bot.agent.events import Events
@@ -39,12 +39,12 @@ from bot.agent.jobs import Jobs
 from bot.agent.lease import LeaseKeeper
 from bot.agent.observer import Observer
 from bot.agent.reporter import NodeView, Reporter, TakeoverLog, reason_changed
+from bot.agent.stop import StopHandover, fence_is_news
 from bot.api import create_app, start_api
 from bot.boottime import boottime
 from bot.bus import Bus, BusError
 from bot.config import Config
 from bot.eventhub import EventHub
-from bot.graceful import hand_over_before_stop
 from bot.ha import (
     HaConfig,
     HaState,
@@ -112,7 +112,8 @@ class Agent:
         self._stopped_services = False
         self._exit_code = 0
         self._ready_sent = False
-        self._handed_over = False  # a stop's hand-over completed (bot.graceful)
+        self._handed_over = False  # a stop's hand-over completed (bot.agent.stop)
+        self._stopping = False  # the services are being stopped (_stop_services)
         self.tasks: dict[str, asyncio.Task[Any]] = {}  # the long-lived tasks, by name
 
     def _build_io(self, cfg: Config, adapters: Adapters | None) -> None:
@@ -267,6 +268,19 @@ class Agent:
             metrics=self.metrics,
             events=self.events,
         )
+        self.stop_handover = StopHandover(
+            peer_id=self.peer_id,
+            drain=cfg.cluster.stop_drain_timeout,
+            bus=self.bus,
+            events=self.events,
+            observer=self.observer,
+            keeper=self.keeper,
+            ha=lambda: self.ha,
+            last_reason=lambda: self._last_reason,
+            tasks=lambda: self.tasks,
+            paused=lambda: self.state_dir.paused,
+            failed=lambda: self._exit_code != 0,
+        )
 
     # ------------------------------------------------------------------ running
 
@@ -320,9 +334,9 @@ class Agent:
                 ]
                 self.tasks = {task.get_name(): task for task in owned}
                 await self._stop.wait()
-                # SIGTERM on the primary: switch over first (bot.graceful), while the
+                # SIGTERM on the primary: switch over first (bot.agent.stop), while the
                 # cycle and the lease keeper still run.
-                self._handed_over = (await hand_over_before_stop(self)).handed_over
+                self._handed_over = (await self.stop_handover.run()).handed_over
                 # The lease keeper goes on renewing while the services stop: a fence
                 # that takes long (or fails) must not let the lease expire under it.
                 for task in owned:
@@ -419,6 +433,7 @@ class Agent:
         if self._stopped_services:
             return
         self._stopped_services = True
+        self._stopping = True  # alive and stopping: the watchdog is kicked meanwhile
         self.sd.stopping()
         paused = self.state_dir.paused or self.ha.role == "paused"
         await self.jobs.finish("event-", self.cfg.redis.timeout * 2)
@@ -427,17 +442,24 @@ class Agent:
             log.info("paused: leaving services and the lease as they are")
             return
         # A bot that exits while not paused leaves nothing primary running (design §3).
+        # It is a self-fence (alerted, counted) only if something primary-only still ran.
+        try:
+            found: FoundServices | None = await self.takeover.local_services()
+        except Exception as exc:  # could not tell: count it as running
+            log.warning("local services before the stop's fence: %s", exc)
+            found = None
         limit = self.cfg.fence.escalate_after + SHUTDOWN_FENCE_GRACE
         fenced = await self.fencer.fence(
             "stopped",
             "the bot is stopping",
             deadline=self.fencer.clock() + limit,
-            announce=not self._handed_over,
+            announce=fence_is_news(found),
         )
         own = self.keeper.own
         if own is not None and fenced:
             with contextlib.suppress(BusError):
-                await self.bus.release(own.epoch, next_node=self.peer_id)
+                # A stop is planned: the peer arms no failover hold-down for it.
+                await self.bus.release(own.epoch, next_node=self.peer_id, planned=True)
             self.keeper.drop()
         elif own is not None:
             # Never hand the lease to the peer while something may still run here:
@@ -445,9 +467,10 @@ class Agent:
             log.critical("stopping with the fence incomplete: the lease is left to expire")
 
     async def _kick_while_stopping(self) -> None:
-        """A stopping bot that is still fencing is alive: keep the watchdog quiet."""
+        """A stopping bot that is still fencing (or ending its jobs and checking what
+        runs before it fences) is alive: keep the watchdog quiet."""
         while True:
-            if self.fencer.busy:
+            if self.fencer.busy or self._stopping:
                 self.sd.watchdog()
             await asyncio.sleep(max(0.1, self._watchdog_sec / 3) if self._watchdog_sec else 1.0)
 

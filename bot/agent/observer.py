@@ -182,7 +182,7 @@ class Observer:
             lease=lease_view(lease_read) if lease_read is not None else None,
             lease_read_ok=lease_read is not None and controls is not None,
             redis_run_id=lease_read.run_id if lease_read is not None else None,
-            own_lease=keeper.own,
+            own_lease=keeper.granted,
             renew_result=inbox.renew_result,
             acquire_result=inbox.acquire_result,
             healthy=verdict.healthy,
@@ -254,6 +254,8 @@ def lease_view(read: LeaseRead) -> LeaseView:
         epoch=lease.epoch,
         expires_at=read.predicted_expiry(),
         released_to=lease.next_node,
+        released_planned=lease.planned,
+        pttl=read.pttl_ms / 1000.0 if read.pttl_ms is not None else None,
         expires_not_before=not_before,
     )
 
@@ -268,5 +270,6 @@ def controls_view(ctl: Any) -> ControlsView:
         failed=frozenset(ctl.failed),
         switchover_to=sw.target if sw is not None else None,
         switchover_drain=sw.drain_timeout if sw is not None else 0.0,
+        switchover_id=sw.request_id if sw is not None else None,
         outdated=frozenset(ctl.outdated),
     )

@@ -289,23 +289,36 @@ class Bus:
             raise BusUnavailable(f"renewal of epoch {epoch}: no replica confirmed it in time")
         return RenewResult("renewed", sent_at, holder=self.node_id)
 
-    async def release(self, epoch: int, next_node: str | None = None) -> bool:
-        """Compare-and-delete; naming ``next_node`` lets that node take the lease at once."""
+    async def release(
+        self, epoch: int, next_node: str | None = None, *, planned: bool = False
+    ) -> bool:
+        """Compare-and-delete; naming ``next_node`` lets that node take the lease at once.
+        ``planned``: a hand-over that is no health failover (no hold-down after it)."""
         reply = await self._run(
             "release lease",
             lambda: self._r.eval(
                 scripts.RELEASE,
-                1,
+                2,
                 self.keys.leader,
+                self.keys.released,
                 self.node_id,
                 epoch,
                 next_node or "",
                 self.keys.wake,
+                "1" if planned and next_node else "",
             ),
         )
         return bool(int(reply))
 
     # ------------------------------------------------------------------ node records
+
+    async def released_epoch(self) -> int | None:
+        """The epoch its holder last gave up by a release (None: none since Redis started)."""
+        raw: Any = await self._run("read released mark", lambda: self._r.get(self.keys.released))
+        try:
+            return int(raw) if raw is not None else None
+        except ValueError:
+            raise BusCorrupt(self.keys.released, f"not an epoch: {raw!r}") from None
 
     async def publish_node_record(self, record: NodeRecord) -> None:
         value = model.encode_record(record)

@@ -36,6 +36,11 @@ class Keys:
         return f"{self.prefix}:epoch"
 
     @property
+    def released(self) -> str:
+        """The epoch last given up by its holder (a release, not an expiry)."""
+        return f"{self.prefix}:released"
+
+    @property
     def control(self) -> str:
         return f"{self.prefix}:control"
 
@@ -73,6 +78,9 @@ class Lease:
     holder: str
     epoch: int
     next_node: str | None = None
+    # A release naming the next node for a planned reason (switchover, failback, cordon,
+    # stop), not a health failover: the next holder arms no failover hold-down.
+    planned: bool = False
 
     @property
     def released(self) -> bool:
@@ -158,6 +166,8 @@ def encode_lease(lease: Lease) -> str:
     body: dict[str, Any] = {"holder": lease.holder, "epoch": lease.epoch}
     if lease.next_node is not None:
         body["next"] = lease.next_node
+        if lease.planned:
+            body["planned"] = True
     return dumps(body)
 
 
@@ -283,7 +293,10 @@ def decode_lease(key: str, raw: bytes | str | None) -> Lease | None:
     epoch = f.integer("epoch", minimum=1)
     assert epoch is not None
     return Lease(
-        holder=f.req_str("holder"), epoch=epoch, next_node=f.opt_str("next", optional=True)
+        holder=f.req_str("holder"),
+        epoch=epoch,
+        next_node=f.opt_str("next", optional=True),
+        planned=f.obj.get("planned") is True,
     )
 
 

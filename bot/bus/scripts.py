@@ -57,9 +57,11 @@ end
 return {'other', cur}
 """
 
-# KEYS: leader. ARGV: node, epoch, next node ('' for none), wake channel.
+# KEYS: leader, released mark. ARGV: node, epoch, next node ('' for none), wake channel,
+# planned ('1': a switchover, failback, cordon or stop, not a health failover).
 # Compare-and-delete; naming a next node leaves a released value (same expiry) that
-# only that node may take, so it can take it at once.
+# only that node may take, so it can take it at once. The mark keeps the epoch given
+# up: a node that takes the next epoch knows its holder let it go (no fence_command).
 RELEASE = r"""
 local cur = redis.call('GET', KEYS[1])
 if not cur then return 0 end
@@ -71,10 +73,13 @@ end
 if ARGV[3] == '' then
   redis.call('DEL', KEYS[1])
 else
+  local planned = ''
+  if ARGV[5] == '1' then planned = ',"planned":true' end
   local value = '{"epoch":' .. string.format('%d', tonumber(ARGV[2])) .. ',"holder":'
-    .. cjson.encode(ARGV[1]) .. ',"next":' .. cjson.encode(ARGV[3]) .. ',"v":1}'
+    .. cjson.encode(ARGV[1]) .. ',"next":' .. cjson.encode(ARGV[3]) .. planned .. ',"v":1}'
   redis.call('SET', KEYS[1], value, 'KEEPTTL')
 end
+redis.call('SET', KEYS[2], string.format('%d', tonumber(ARGV[2])))
 redis.call('PUBLISH', ARGV[4], 'lease_released')
 return 1
 """

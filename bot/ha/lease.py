@@ -78,6 +78,26 @@ def track_lease(state: HaState, lease: LeaseView, run_id: str | None, now: float
     )
 
 
+# PTTL is whole milliseconds counted down from at most lease_ttl: anything above is not
+# rounding.
+PTTL_TOLERANCE = 0.002
+
+
+def pttl_beyond_ttl(lease: LeaseView, cfg: HaConfig) -> str | None:
+    """A lease key that lives longer than ``lease_ttl`` (None: it does not).
+
+    Every acquire and renewal sets ``lease_ttl``; more means Redis's clock stepped back
+    (it keeps expiries as wall-clock instants) or a node runs with another lease_ttl.
+    Nothing unsafe follows (a standby waits the longer time, the holder counts its own),
+    but takeovers are late by the difference: it is alerted."""
+    if lease.pttl is None or lease.pttl <= cfg.lease_ttl + PTTL_TOLERANCE:
+        return None
+    return (
+        f"the lease key lives {lease.pttl:.2f} s, more than lease_ttl {cfg.lease_ttl:g} s: "
+        "the Redis host's clock stepped back, or a node has another lease_ttl"
+    )
+
+
 def free_for_me(state: HaState, lease: LeaseView, now: float) -> tuple[bool, str]:
     """Rule 5's timing part: may this node take the key now? (and why not)."""
     me = state.cfg.node_id

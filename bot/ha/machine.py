@@ -12,9 +12,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from bot.ha.lease import free_for_me, holder_valid_until, lease_valid_until, track_lease
+from bot.ha.lease import (
+    free_for_me,
+    holder_valid_until,
+    lease_valid_until,
+    pttl_beyond_ttl,
+    track_lease,
+)
 from bot.ha.table import Event, next_role
-from bot.ha.types import HOLDER_ROLES, Action, HaState, Observation
+from bot.ha.types import HOLDER_ROLES, Action, ControlsView, HaState, LeaseView, Observation
 
 
 @dataclass
@@ -44,9 +50,13 @@ def step(state: HaState, obs: Observation, now: float) -> tuple[HaState, list[Ac
     pre: list[Action] = []
     if obs.lease_read_ok and obs.lease is not None:
         s = track_lease(s, obs.lease, obs.redis_run_id, now)
+    if obs.lease_read_ok:
+        s = _track_switchover(s, obs.controls, now)
     if is_holder(s):
         s, pre = _refresh_holder(s, obs)
     pre += _rseries_actions(s, obs, now)
+    if obs.lease_read_ok and obs.lease is not None:
+        s, pre = _check_pttl(s, obs.lease, pre)
     decision = _HANDLERS[s.role](s, obs, now)
     s = replace(s, **decision.updates) if decision.updates else s
     if decision.event is not None:
@@ -100,6 +110,16 @@ def _fence(s: HaState, why: str, event: Event = "lease_lost") -> _Decision:
     # valid_until stays: the node counts as primary until the fence is done or the lease
     # ends, whichever is first (rule 3 budgets the fence to finish before then).
     return _Decision(f"fencing: {why}", event, actions, {"fencing": True, "handover_to": None})
+
+
+def _check_pttl(s: HaState, lease: LeaseView, pre: list[Action]) -> tuple[HaState, list[Action]]:
+    """Alert once when the lease key lives longer than lease_ttl, again after it did not."""
+    beyond = pttl_beyond_ttl(lease, s.cfg)
+    if beyond is not None and not s.pttl_alerted:
+        return replace(s, pttl_alerted=True), [*pre, _alert("lease_pttl", beyond)]
+    if beyond is None and s.pttl_alerted and lease.pttl is not None:
+        return replace(s, pttl_alerted=False), pre
+    return s, pre
 
 
 def _alert(kind: str, text: str) -> Action:
@@ -186,10 +206,67 @@ def _why_not_acquire(s: HaState, obs: Observation, now: float) -> str | None:
     if promise is not None and now < promise and lease.released_to != me:
         return f"promised the peer not to take the lease for {promise - now:.1f} s more"
     target = obs.controls.switchover_to
-    if target is not None and target != me:
+    if target is not None and target != me and switchover_ended(s, obs, now) is None:
         return f"switchover to {target} requested"
     ok, why = free_for_me(s, lease, now)
     return None if ok else why
+
+
+def _request_key(c: ControlsView) -> str | None:
+    if c.switchover_to is None:
+        return None
+    return c.switchover_id or f"to {c.switchover_to}"
+
+
+def _track_switchover(s: HaState, controls: ControlsView, now: float) -> HaState:
+    """When this node first saw the switchover request in view (its own clock)."""
+    key = _request_key(controls)
+    if key is None:
+        if s.switchover_seen is None and s.switchover_ended is None:
+            return s
+        return replace(s, switchover_seen=None, switchover_ended=None)
+    if s.switchover_seen is None or s.switchover_seen[0] != key:
+        return replace(s, switchover_seen=(key, now))
+    return s
+
+
+def switchover_ended(s: HaState, obs: Observation, now: float) -> str | None:
+    """Rule 9: why a switchover request naming another node holds this node back no
+    more (None: it still does). A request may delay service, never forbid it: it ends
+    when its target failed or is out of eligibility, or has not taken the lease within
+    ``drain + lease_ttl + handover_budget`` of this node first seeing the request."""
+    cfg, c = s.cfg, obs.controls
+    target = c.switchover_to
+    if target is None or target == cfg.node_id:
+        return None
+    if target not in cfg.peers:
+        return f"{target} is not a node of this cluster"
+    if target in c.failed:
+        return f"{target} is marked failed"
+    if target in c.cordoned:
+        return f"{target} is cordoned"
+    role = obs.peer.role if obs.peer.node_id == target else None
+    if role in ("failed", "cordoned", "fencing"):
+        return f"{target} is {role}"
+    if obs.lease is not None and obs.lease.holder == target:
+        return None  # taken: the target's takeover ends the request, or its lease runs out
+    limit = c.switchover_drain + cfg.lease_ttl + cfg.handover_budget
+    seen = s.switchover_seen
+    if seen is not None and now - seen[1] > limit:
+        return f"{target} has not taken the lease within {limit:g} s"
+    return None
+
+
+def _end_switchover(s: HaState, obs: Observation, why: str) -> tuple[list[Action], dict[str, Any]]:
+    """Clear the request in view (once per request), saying why it ended."""
+    key = _request_key(obs.controls)
+    if key is None or s.switchover_ended == key:
+        return [], {}
+    target = obs.controls.switchover_to
+    action = Action.of(
+        "clear_switchover", outcome=f"to {target} ended: {why}", request=obs.controls.switchover_id
+    )
+    return [action], {"switchover_ended": key}
 
 
 # --------------------------------------------------------------------------- role handlers
@@ -298,7 +375,9 @@ def _standby(s: HaState, obs: Observation, now: float) -> _Decision:
                 "fencing": False,
                 "degraded": False,
             }
-            if s.acquiring_released:
+            if s.acquiring_released and not s.acquiring_planned:
+                # Only a health failover arms the hold-down: after a planned hand-over
+                # an unhealthy node must still hand back to a healthy peer (rule 9).
                 updates["holddown_until"] = now + cfg.failover_holddown
             peer_ok, _ = _peer_eligible(s, obs)
             return _Decision(
@@ -335,17 +414,24 @@ def _standby(s: HaState, obs: Observation, now: float) -> _Decision:
         if now - s.acquiring_since > cfg.acquire_timeout:
             return _Decision("standby: acquire unanswered", updates={"acquiring_since": None})
         return _Decision("standby: acquire in flight")
+    ended = switchover_ended(s, obs, now) if obs.lease_read_ok else None
+    clear, cleared = _end_switchover(s, obs, ended) if ended is not None else ([], {})
     why_not = _why_not_acquire(s, obs, now)
     if why_not is not None:
-        return _Decision(f"standby: {why_not}")
+        return _Decision(f"standby: {why_not}", None, clear, cleared)
     lease = obs.lease
     assert lease is not None
     released = lease.released_to == me
     return _Decision(
         "acquiring the lease (" + ("released to this node" if released else "free") + ")",
         None,
-        [Action.of("acquire", fence_peer=not released)],
-        {"acquiring_since": now, "acquiring_released": released},
+        [*clear, Action.of("acquire", fence_peer=not released)],
+        {
+            **cleared,
+            "acquiring_since": now,
+            "acquiring_released": released,
+            "acquiring_planned": released and lease.released_planned,
+        },
     )
 
 
@@ -364,14 +450,18 @@ def _promoting(s: HaState, obs: Observation, now: float) -> _Decision:
             [_alert("degraded", "takeover done but the test call fails")],
             {"degraded": True},
         )
+    # A switchover to this node ends with its takeover's failure (rule 9).
+    asked = obs.lease_read_ok and obs.controls.switchover_to == cfg.node_id
     if result == "refused":
         # The peer's DRBD stayed Primary (it has not fenced): this node did nothing wrong,
         # so it is not marked failed; it waits a lease time before it tries again.
         why = "takeover refused: the peer's DRBD is still Primary; rolled back, lease released"
+        ended, cleared = _end_switchover(s, obs, f"{cfg.node_id} refused") if asked else ([], {})
         return _Decision(
             f"standby: {why}",
             "takeover_refused",
             [
+                *ended,
                 Action.of("release", to=None),
                 _alert(
                     "takeover_refused",
@@ -379,6 +469,7 @@ def _promoting(s: HaState, obs: Observation, now: float) -> _Decision:
                 ),
             ],
             {
+                **cleared,
                 "epoch": None,
                 "valid_until": None,
                 "promise_until": None,
@@ -386,15 +477,19 @@ def _promoting(s: HaState, obs: Observation, now: float) -> _Decision:
             },
         )
     if result == "failed":
+        why = f"{cfg.node_id}'s takeover failed"
+        ended, cleared = _end_switchover(s, obs, why) if asked else ([], {})
         return _Decision(
             f"failed: takeover failed, not eligible for {cfg.failed_holddown:.0f} s",
             "takeover_failed",
             [
+                *ended,
                 Action.of("release", to=None),
                 Action.of("set_failed", seconds=cfg.failed_holddown),
                 _alert("takeover_failed", "takeover failed and was rolled back"),
             ],
             {
+                **cleared,
                 "failed_until": now + cfg.failed_holddown,
                 "failed_seen_on_bus": False,
                 "epoch": None,
@@ -431,7 +526,7 @@ def _primary(s: HaState, obs: Observation, now: float) -> _Decision:
             return _Decision(
                 "primary: switchover target is this node",
                 None,
-                [Action.of("clear_switchover", outcome="done")],
+                [Action.of("clear_switchover", outcome="done", request=controls.switchover_id)],
             )
         if target == peer and asked_ok:
             return _handover(
@@ -441,7 +536,13 @@ def _primary(s: HaState, obs: Observation, now: float) -> _Decision:
         return _Decision(
             f"primary: switchover to {target} refused: {why}",
             None,
-            [Action.of("clear_switchover", outcome=f"refused: {why}")],
+            [
+                Action.of(
+                    "clear_switchover",
+                    outcome=f"refused: {why}",
+                    request=controls.switchover_id,
+                )
+            ],
         )
     if not obs.healthy:
         return _unhealthy(s, obs, now, peer_ok, peer_why)
@@ -501,7 +602,7 @@ def _handover(s: HaState, event: Event, why: str, to: str | None, drain: float) 
         f"demoting: {why}, handing over to {to}",
         event,
         [Action.of("demote", drain=drain, to=to)],
-        {"handover_to": to},
+        {"handover_to": to, "handover_planned": event != "unhealthy_handover"},
     )
 
 
@@ -535,7 +636,13 @@ def _demoting(s: HaState, obs: Observation, now: float) -> _Decision:
         if lost:
             return _fence(s, lost)
     result = obs.demote_result
-    done = {"epoch": None, "valid_until": None, "promise_until": None, "fencing": False}
+    done = {
+        "epoch": None,
+        "valid_until": None,
+        "promise_until": None,
+        "fencing": False,
+        "handover_planned": False,
+    }
     if result == "succeeded":
         if s.fencing:
             return _Decision("standby: fenced", "demoted", [Action.of("drop_lease")], done)
@@ -543,7 +650,7 @@ def _demoting(s: HaState, obs: Observation, now: float) -> _Decision:
         return _Decision(
             f"standby: demoted, lease released to {to}",
             "demoted",
-            [Action.of("release", to=to)],
+            [Action.of("release", to=to, planned=s.handover_planned)],
             {**done, "handover_to": None},
         )
     if result == "failed":
@@ -574,7 +681,13 @@ def _paused(s: HaState, obs: Observation, now: float) -> _Decision:
     if not (obs.lease_read_ok and obs.controls.paused is False) or _pause_wanted(s, obs):
         return _Decision("paused: no automatic action until resume")
     resume = [Action.of("persist_pause", paused=False)]
-    if holder and _lease_lost(s, obs, now) is None:
+    lost = _lease_lost(s, obs, now) if holder else None
+    if lost and obs.own_lease is not None and obs.lease is not None and obs.lease.free:
+        # The lease ran out while paused (Redis gone) and the key is free: the renewal
+        # task takes it again (rule 4) within a renewal interval; resume then, with the
+        # services as they are, rather than fence them now.
+        return _Decision("paused: resume waits for the free key to be taken again")
+    if holder and lost is None:
         return _Decision(
             f"resumed as primary, epoch {s.epoch}",
             "resume_as_primary",

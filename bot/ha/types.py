@@ -30,6 +30,8 @@ ROLES: tuple[Role, ...] = (
 # What a node reports: its HA role, or "fencing" while a self-fence is incomplete (the
 # fencer's state, not a role of the step: the node never shows itself standby before).
 REPORTED_ROLES: tuple[str, ...] = (*ROLES, "fencing")
+# A planned hand-over's demotion beyond its drain (seconds; HaConfig.handover_budget).
+HANDOVER_BUDGET = 15.0
 # Roles in which a node runs (or is starting or stopping) the primary's services.
 HOLDER_ROLES: frozenset[Role] = frozenset({"promoting", "primary", "demoting"})
 
@@ -46,7 +48,7 @@ ActionKind = Literal[
     "promote",  # run the takeover sequence; args: epoch
     "demote",  # stop the services in order; args: drain (seconds), to
     "fence",  # fence now, fastest first; stop renewing
-    "release",  # give the lease up (after demote); args: to (node or None)
+    "release",  # give the lease up (after demote); args: to (node or None), planned
     "drop_lease",  # stop renewing without touching the key
     "restart_asterisk",  # args: attempt
     "route_spans",  # R-Series ROUTE to this host
@@ -77,6 +79,10 @@ class HaConfig:
     rseries_host: str | None = None
     # An acquire without an answer for this long is given up (the agent's own timeout is shorter).
     acquire_timeout: float = 2.0
+    # A planned hand-over's demotion beyond its drain (Asterisk stop, floating IP down,
+    # DRBD demote, release): with drain and lease_ttl it bounds how long a switchover
+    # request may wait for its target to take the lease (rule 9).
+    handover_budget: float = HANDOVER_BUDGET
 
     @classmethod
     def from_config(cls, cfg: Config) -> HaConfig:
@@ -121,6 +127,8 @@ class LeaseView:
     expires_at: float | None = None
     released_to: str | None = None
     expires_not_before: float | None = None
+    released_planned: bool = False  # the release was a planned hand-over, not health
+    pttl: float | None = None  # the key's remaining time to live as Redis said (seconds)
 
     @property
     def free(self) -> bool:
@@ -163,6 +171,7 @@ class ControlsView:
     failed: frozenset[str] = frozenset()  # nodes whose failed mark is on the bus
     switchover_to: str | None = None
     switchover_drain: float = 0.0
+    switchover_id: str | None = None  # tells one request from the next
     outdated: frozenset[str] = frozenset()
 
 
@@ -275,9 +284,16 @@ class HaState:
     last_restart_at: float | None = None
     fencing: bool = False
     acquiring_released: bool = False  # the lease being taken was handed to us
+    acquiring_planned: bool = False  # ... by a planned hand-over: no failover hold-down
+    handover_planned: bool = False  # this node's hand-over in progress is a planned one
+    # The switchover request in view: (its id, when this node first saw it, own clock),
+    # and the id of one this node found ended and asked to clear (once per request).
+    switchover_seen: tuple[str, float] | None = None
+    switchover_ended: str | None = None
     alerted: frozenset[str] = frozenset()
     peer_good_since: float | None = None  # failback: peer healthy and ready since
     degraded: bool = False
+    pttl_alerted: bool = False  # a PTTL above lease_ttl was alerted (once per episode)
 
     @classmethod
     def initial(cls, cfg: HaConfig, started_at: float) -> HaState:

@@ -299,3 +299,44 @@ async def test_confirmation_refuses_a_write_no_replica_has(tmp_path: Path) -> No
     finally:
         await bus.close()
         lone.stop()
+
+
+async def test_a_release_marks_the_epoch_given_up_and_an_expiry_does_not(
+    make_bus: BusFactory,
+) -> None:
+    """The mark tells the next holder that its predecessor let the lease go: no
+    cluster.fence_command against it (design §3 rule 10)."""
+    a, b = make_bus("a"), make_bus("b")
+    assert await b.released_epoch() is None
+    grant = await a.acquire(3.0, 0)
+    assert grant is not None
+    assert await a.release(grant.epoch) is True
+    assert await b.released_epoch() == grant.epoch
+    taken = await b.acquire(0.2, 0)
+    assert taken is not None and taken.epoch == grant.epoch + 1
+
+    async def expired() -> bool:
+        return (await a.read_lease()).lease is None
+
+    await wait_for(expired, 5, what="b's lease to expire")
+    assert await a.released_epoch() == grant.epoch  # an expiry is no release
+    again = await a.acquire(3.0, 0)
+    assert again is not None and await a.release(again.epoch, next_node="b")
+    assert await b.released_epoch() == again.epoch
+
+
+async def test_a_planned_release_says_so_on_the_key(
+    make_bus: BusFactory, redis_server: RedisServer
+) -> None:
+    a = make_bus("a")
+    r = await raw_client(redis_server)
+    try:
+        for planned in (True, False):
+            grant = await a.acquire(3.0, 0)
+            assert grant is not None
+            assert await a.release(grant.epoch, next_node="b", planned=planned)
+            lease = (await a.read_lease()).lease
+            assert lease is not None and (lease.next_node, lease.planned) == ("b", planned)
+            await r.delete(KEYS.leader)
+    finally:
+        await r.aclose()

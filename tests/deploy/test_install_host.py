@@ -42,8 +42,8 @@ def test_unit_runs_what_install_host_installs() -> None:
 
 
 def test_timeout_stop_covers_the_stop_hand_over() -> None:
+    from bot.agent.stop import DEMOTE_MARGIN
     from bot.config import ClusterConfig
-    from bot.graceful import DEMOTE_MARGIN
 
     drain = ClusterConfig.__dataclass_fields__["stop_drain_timeout"].default
     match = re.search(r"^TimeoutStopSec=(\d+)s$", UNIT.read_text(), re.M)

@@ -326,7 +326,7 @@ def test_planned_restart_in_maintenance_then_unplanned_exit(cluster: Cluster) ->
     assert after["epoch"] >= epoch
     assert node.asterisk_pid() == ast_pid, "Asterisk was touched"
     cluster.assert_safe(allow(t_pause, max_outage=QUIET_OUTAGE))
-    # An unplanned exit (a crash: a SIGTERM would hand over first, bot.graceful): the
+    # An unplanned exit (a crash: a SIGTERM would hand over first, bot.agent.stop): the
     # supervisor fences and the standby takes over.
     before, next_epoch = watch(cluster, standby)
     # One above the epoch the node ended with: the adopted one, or the one it took again.

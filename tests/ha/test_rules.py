@@ -142,7 +142,7 @@ def test_release_naming_another_node_is_not_taken() -> None:
         ({"healthy": False, "health_reasons": ("AMI link down for 4.0 s",)}, "unhealthy"),
         ({"ready": False, "ready_reasons": ("DRBD disk is Inconsistent",)}, "not ready"),
         ({"promise_given_until": T + 1.5}, "promised the peer not to take the lease for 1.5 s"),
-        ({"controls": ControlsView(switchover_to="c")}, "switchover to c requested"),
+        ({"controls": ControlsView(switchover_to="b")}, "switchover to b requested"),
         ({"controls": ControlsView(outdated=frozenset({"a"}))}, "marked outdated"),
         ({"lease_read_ok": False}, "lease read failed"),
     ],
@@ -372,3 +372,41 @@ def test_the_loop_wakes_at_the_next_instant_rule_5_can_change() -> None:
     assert next_deadline(s, T + 0.7, T) == T + 0.7  # the promise given ends first
     assert next_deadline(s, T - 1.0, T + 2.0) == T + 4.0  # past instants do not count
     assert next_deadline(_standby(), None, T) is None
+
+
+def test_a_planned_hand_over_arms_no_holddown() -> None:
+    """Only a health failover arms failover_holddown: after a switchover, failback, cordon
+    or stop an unhealthy new primary still hands back to a healthy peer (rule 9)."""
+    s, kinds, _ = run(_standby(), obs(lease=LeaseView(None, 7, T + 3, released_to="a")))
+    assert kinds == ["acquire"] and s.acquiring_released and not s.acquiring_planned
+    planned = LeaseView(None, 7, T + 3, released_to="a", released_planned=True)
+    s, kinds, _ = run(_standby(), obs(lease=planned))
+    assert kinds == ["acquire"] and s.acquiring_planned
+    after, _, _ = run(s, obs(own_lease=OwnLease(8, T)))
+    assert after.role == "promoting" and after.holddown_until is None
+    _, kinds, why = run(
+        replace(after, role="primary", valid_until=T + 2.9),
+        holder_obs(healthy=False, own_lease=OwnLease(8, T), lease=LeaseView("a", 8, T + 3)),
+        T + 0.1,
+    )
+    assert kinds == ["demote"] and "unhealthy" in why
+
+
+@pytest.mark.parametrize(
+    ("controls", "health", "planned"),
+    [
+        (ControlsView(switchover_to="b"), True, True),
+        (ControlsView(cordoned=frozenset({"a"})), True, True),
+        (ControlsView(), False, False),
+    ],
+    ids=["switchover", "cordon", "health"],
+)
+def test_the_release_says_whether_the_hand_over_was_planned(
+    controls: ControlsView, health: bool, planned: bool
+) -> None:
+    demoting, kinds, _ = run(state("primary"), holder_obs(controls=controls, healthy=health))
+    assert kinds == ["demote"]
+    after, actions, _ = step(demoting, holder_obs(demote_result="succeeded"), T + 1)
+    release = [a for a in actions if a.kind == "release"]
+    assert [(a.args["to"], a.args["planned"]) for a in release] == [("b", planned)]
+    assert after.role == "standby"

@@ -454,7 +454,9 @@ class ModelBus:
         outcome, holder = await self._call("renew lease", op)
         return RenewResult(outcome, sent_at, holder)
 
-    async def release(self, epoch: int, next_node: str | None = None) -> bool:
+    async def release(
+        self, epoch: int, next_node: str | None = None, *, planned: bool = False
+    ) -> bool:
         w = self.world
 
         def op() -> bool:
