@@ -83,6 +83,9 @@ class HealthMonitor:
         self.process_check = process_check
         self._process_gone_at: float | None = None
         self._process_checked_at: float | None = None
+        # A status command is believed to tell a death only once it was seen to say
+        # "running" of this Asterisk (a misconfigured one must not bounce the service).
+        self._process_seen_at: float | None = None
         self._restarting = False  # the agent's own restart: the process is meant to go
         self._process_from: float | None = None  # checks begun earlier do not count
         self._link_lost = asyncio.Event()
@@ -135,9 +138,11 @@ class HealthMonitor:
         return self.last
 
     def _process_gone(self) -> float | None:
-        gone, since = self._process_gone_at, self._process_from
+        gone, since, seen = self._process_gone_at, self._process_from, self._process_seen_at
         if self._restarting or gone is None or since is None or gone < since:
             return None
+        if seen is None or seen < since:
+            return None  # never seen running: the check may not know this Asterisk
         return gone
 
     def note_process(self, running: bool | None, began: float) -> None:
@@ -149,6 +154,8 @@ class HealthMonitor:
         if last is not None and began < last:
             return
         self._process_checked_at = began
+        if running:
+            self._process_seen_at = began
         was = self._process_gone_at
         self._process_gone_at = began if running is False else None
         if was is None and self._process_gone_at is not None:

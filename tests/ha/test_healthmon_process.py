@@ -94,6 +94,9 @@ async def monitoring(
     try:
         await ami.wait_fully_booted(10)
         assert mon.verdict("primary", None).healthy
+        # The observer's probe has seen it run (the status command knows this Asterisk).
+        began = mon.clock()
+        mon.note_process(await service.running(), began)
         yield mon, ami
     finally:
         task.cancel()
@@ -150,6 +153,7 @@ async def test_a_restart_in_flight_is_no_death() -> None:
     try:
         await ami.wait_fully_booted(10)
         assert mon.verdict("primary", None).healthy
+        mon.note_process(True, now[0])  # the observer's probe sees it run
         now[0] += 10
         with mon.restarting():
             await sim.stop()  # the restart's stop
@@ -160,10 +164,50 @@ async def test_a_restart_in_flight_is_no_death() -> None:
             now[0] += 0.1
         assert mon.verdict("primary", None).healthy  # that check predates the new start
         now[0] += 0.1
-        mon.note_process(False, now[0])  # the new process is gone too
+        mon.note_process(True, now[0])  # the new one runs ...
+        now[0] += 0.1
+        mon.note_process(False, now[0])  # ... and is gone too
+        assert mon.verdict("primary", None).reasons == (GONE,)
+        mon.note_process(False, now[0] - 0.05)  # an older check's late answer changes nothing
         assert mon.verdict("primary", None).reasons == (GONE,)
         mon.note_process(True, now[0] + 0.05)  # a later check finds one running
         assert mon.verdict("primary", None).healthy
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await ami.close()
+        await sim.stop()
+
+
+async def test_a_status_command_never_seen_to_say_running_is_not_believed() -> None:
+    """A status command that does not know this Asterisk (a wrong unit name) says "not
+    running" all along: the closed link then waits for the grace, as before."""
+    sim = AsteriskSimulator(port=0, secret=SECRET, control_port=0)
+    await sim.start()
+    cfg = parse_config(
+        node_config_text(
+            cluster={"name": "lab"},
+            ami={"port": sim.port, "ping_interval": "200ms", "ping_timeout": "200ms"},
+        )
+    )
+    now = [1000.0]
+    ami = AmiClient("127.0.0.1", sim.port, "failover", SECRET, clock=lambda: now[0])
+    mon = HealthMonitor(cfg, ami, Metrics(CollectorRegistry()), clock=lambda: now[0])
+    await ami.start()
+    task = asyncio.create_task(mon.run(lambda: None))
+    try:
+        await ami.wait_fully_booted(10)
+        assert mon.verdict("primary", None).healthy
+        mon.note_process(False, now[0])  # while the link is up: not believed either
+        now[0] += 1
+        await sim.stop()
+        await wait_for(lambda: not ami.connected, 5, what="the AMI link to close")
+        now[0] += 0.1
+        mon.note_process(False, now[0])
+        assert mon.verdict("primary", None).healthy
+        now[0] += 3.0  # health.ami_grace (3 s) since the link closed
+        assert mon.verdict("primary", None).reasons == ("AMI link down for 3.1 s",)
     finally:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
