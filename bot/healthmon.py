@@ -84,8 +84,10 @@ class HealthMonitor:
         self._process_gone_at: float | None = None
         self._process_checked_at: float | None = None
         # A status command is believed to tell a death only once it was seen to say
-        # "running" of this Asterisk (a misconfigured one must not bounce the service).
-        self._process_seen_at: float | None = None
+        # "running" (one that names the wrong unit must not bounce the service). Any
+        # Asterisk of this bot's life counts: a crash right after a takeover, before
+        # the next probe, is a death all the same.
+        self._process_seen = False
         self._restarting = False  # the agent's own restart: the process is meant to go
         self._process_from: float | None = None  # checks begun earlier do not count
         self._link_lost = asyncio.Event()
@@ -138,11 +140,11 @@ class HealthMonitor:
         return self.last
 
     def _process_gone(self) -> float | None:
-        gone, since, seen = self._process_gone_at, self._process_from, self._process_seen_at
-        if self._restarting or gone is None or since is None or gone < since:
+        gone, since = self._process_gone_at, self._process_from
+        if self._restarting or not self._process_seen:
             return None
-        if seen is None or seen < since:
-            return None  # never seen running: the check may not know this Asterisk
+        if gone is None or since is None or gone < since:
+            return None
         return gone
 
     def note_process(self, running: bool | None, began: float) -> None:
@@ -155,7 +157,7 @@ class HealthMonitor:
             return
         self._process_checked_at = began
         if running:
-            self._process_seen_at = began
+            self._process_seen = True
         was = self._process_gone_at
         self._process_gone_at = began if running is False else None
         if was is None and self._process_gone_at is not None:

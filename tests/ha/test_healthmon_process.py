@@ -94,7 +94,7 @@ async def monitoring(
     try:
         await ami.wait_fully_booted(10)
         assert mon.verdict("primary", None).healthy
-        # The observer's probe has seen it run (the status command knows this Asterisk).
+        # The observer's probe has seen it run (the status command knows Asterisk).
         began = mon.clock()
         mon.note_process(await service.running(), began)
         yield mon, ami
@@ -208,6 +208,43 @@ async def test_a_status_command_never_seen_to_say_running_is_not_believed() -> N
         assert mon.verdict("primary", None).healthy
         now[0] += 3.0  # health.ami_grace (3 s) since the link closed
         assert mon.verdict("primary", None).reasons == ("AMI link down for 3.1 s",)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await ami.close()
+        await sim.stop()
+
+
+async def test_a_crash_right_after_the_takeover_is_a_death_too() -> None:
+    """The status command was seen to say "running" during the takeover, before serving
+    began; the Asterisk dies before the next probe: no grace all the same."""
+    sim = AsteriskSimulator(port=0, secret=SECRET, control_port=0)
+    await sim.start()
+    cfg = parse_config(
+        node_config_text(
+            cluster={"name": "lab"},
+            ami={"port": sim.port, "ping_interval": "200ms", "ping_timeout": "200ms"},
+            health={"ami_grace": "60s"},
+        )
+    )
+    now = [1000.0]
+    ami = AmiClient("127.0.0.1", sim.port, "failover", SECRET, clock=lambda: now[0])
+    mon = HealthMonitor(cfg, ami, Metrics(CollectorRegistry()), clock=lambda: now[0])
+    await ami.start()
+    task = asyncio.create_task(mon.run(lambda: None))
+    try:
+        await ami.wait_fully_booted(10)
+        assert mon.verdict("promoting", None).healthy
+        mon.note_process(True, now[0])  # the probe after the takeover's start
+        now[0] += 0.1
+        assert mon.verdict("primary", None).healthy  # serving begins
+        now[0] += 0.1
+        await sim.stop()
+        await wait_for(lambda: not ami.connected, 5, what="the AMI link to close")
+        now[0] += 0.1
+        mon.note_process(False, now[0])
+        assert mon.verdict("primary", None).reasons == (GONE,)
     finally:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
