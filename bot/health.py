@@ -69,6 +69,9 @@ class HealthInputs:
     # When the last status check that found Asterisk's process gone began (None: the
     # last check found it running, or could not tell, or none ran).
     process_gone_at: float | None = None
+    # The status command said "not running" while the AMI link was up all through its
+    # check, and has not said "running" since: it is not believed.
+    status_disagrees: bool = False
 
 
 def _policy_default() -> Mapping[str, str]:
@@ -136,6 +139,8 @@ def evaluate(inputs: HealthInputs, policy: HealthPolicy, now: float) -> Verdict:
     reasons: list[str] = []
     alerts: list[str] = []
     _ami(inputs, policy, now, reasons)
+    if inputs.status_disagrees:
+        alerts.append(STATUS_DISAGREES)
     _asterisk(inputs, policy, now, reasons, alerts)
     _spans(inputs, policy, now, reasons, alerts)
     _test_calls(inputs, policy, reasons)
@@ -147,14 +152,18 @@ def evaluate(inputs: HealthInputs, policy: HealthPolicy, now: float) -> Verdict:
 
 
 PROCESS_GONE = "Asterisk process gone (status check) and the AMI link closed"
+STATUS_DISAGREES = (
+    "asterisk.status says Asterisk is not running while its AMI answers: not believed, "
+    "a closed AMI link waits for health.ami_grace"
+)
 
 
 def process_gone(i: HealthInputs) -> bool:
     """Asterisk is certainly dead: the link is closed and a check begun after it closed
     (and after the current Asterisk started) found no process. A check from while the
-    link was up is a status command that disagrees with a live AMI: not believed."""
+    link was up, or a status command that said so of a live AMI, is not believed."""
     gone = i.process_gone_at
-    if i.ami_up or gone is None or gone < i.ami_since:
+    if i.ami_up or i.status_disagrees or gone is None or gone < i.ami_since:
         return False
     return counts_from(gone, i.asterisk_started_at) == gone
 

@@ -83,11 +83,9 @@ class HealthMonitor:
         self.process_check = process_check
         self._process_gone_at: float | None = None
         self._process_checked_at: float | None = None
-        # A status command is believed to tell a death only once it was seen to say
-        # "running" (one that names the wrong unit must not bounce the service). Any
-        # Asterisk of this bot's life counts: a crash right after a takeover, before
-        # the next probe, is a death all the same.
-        self._process_seen = False
+        # The status command said "not running" while the AMI link was up all through
+        # the check (it names the wrong unit?): not believed until it says "running".
+        self._status_disagrees = False
         self._restarting = False  # the agent's own restart: the process is meant to go
         self._process_from: float | None = None  # checks begun earlier do not count
         self._link_lost = asyncio.Event()
@@ -135,15 +133,14 @@ class HealthMonitor:
             ari_ok=self.ari.ok if self.ari is not None else None,
             ari_since=self.ari.ok_since if self.ari is not None else 0.0,
             process_gone_at=self._process_gone(),
+            status_disagrees=self._status_disagrees,
         )
         self.last = evaluate(inputs, self.policy, now)
         return self.last
 
     def _process_gone(self) -> float | None:
         gone, since = self._process_gone_at, self._process_from
-        if self._restarting or not self._process_seen:
-            return None
-        if gone is None or since is None or gone < since:
+        if self._restarting or gone is None or since is None or gone < since:
             return None
         return gone
 
@@ -157,7 +154,11 @@ class HealthMonitor:
             return
         self._process_checked_at = began
         if running:
-            self._process_seen = True
+            self._status_disagrees = False
+        elif self._ami_up and self._ami_up_since is not None and self._ami_up_since <= began:
+            if not self._status_disagrees:
+                log.warning("asterisk.status says Asterisk is not running while its AMI answers")
+            self._status_disagrees = True
         was = self._process_gone_at
         self._process_gone_at = began if running is False else None
         if was is None and self._process_gone_at is not None:

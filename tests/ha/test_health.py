@@ -249,3 +249,14 @@ def test_a_process_found_gone_while_the_link_is_up_is_no_reason() -> None:
 def test_a_slow_ping_still_waits_the_grace() -> None:
     # The link is up but the Ping is late (an ambiguous signal), whatever a check says.
     assert verdict(last_ping_ok_at=NOW - 4.9, process_gone_at=None).healthy
+
+
+def test_a_status_command_that_denied_a_live_asterisk_is_not_believed() -> None:
+    from bot.health import STATUS_DISAGREES
+
+    v = verdict(
+        ami_up=False, ami_since=NOW - 0.01, process_gone_at=NOW - 0.005, status_disagrees=True
+    )
+    assert v.healthy and v.alerts == (STATUS_DISAGREES,)
+    late = verdict(ami_up=False, ami_since=NOW - 3.0, status_disagrees=True)
+    assert late.reasons == ("AMI link down for 3.0 s",)

@@ -26,6 +26,7 @@ from ami.client import AmiClient
 from ami.simulator import AsteriskSimulator, control
 from bot.actions.asterisk import AsteriskService
 from bot.config import Config, parse_config
+from bot.health import STATUS_DISAGREES
 from bot.healthmon import HealthMonitor
 from bot.lab.cluster import read_pidfile
 from bot.metrics import Metrics
@@ -94,7 +95,7 @@ async def monitoring(
     try:
         await ami.wait_fully_booted(10)
         assert mon.verdict("primary", None).healthy
-        # The observer's probe has seen it run (the status command knows Asterisk).
+        # The observer's probe sees it run.
         began = mon.clock()
         mon.note_process(await service.running(), began)
         yield mon, ami
@@ -180,9 +181,10 @@ async def test_a_restart_in_flight_is_no_death() -> None:
         await sim.stop()
 
 
-async def test_a_status_command_never_seen_to_say_running_is_not_believed() -> None:
-    """A status command that does not know this Asterisk (a wrong unit name) says "not
-    running" all along: the closed link then waits for the grace, as before."""
+async def test_a_status_command_that_denies_a_live_asterisk_is_not_believed() -> None:
+    """A status command that names the wrong unit says "not running" all along: said
+    while the AMI link answers, it is not believed (and alerted) until it says
+    "running"; a closed link then waits for the grace, as before."""
     sim = AsteriskSimulator(port=0, secret=SECRET, control_port=0)
     await sim.start()
     cfg = parse_config(
@@ -199,15 +201,22 @@ async def test_a_status_command_never_seen_to_say_running_is_not_believed() -> N
     try:
         await ami.wait_fully_booted(10)
         assert mon.verdict("primary", None).healthy
-        mon.note_process(False, now[0])  # while the link is up: not believed either
+        now[0] += 1
+        mon.note_process(False, now[0])  # the link was up all through this check
+        assert mon.verdict("primary", None).alerts == (STATUS_DISAGREES,)
         now[0] += 1
         await sim.stop()
         await wait_for(lambda: not ami.connected, 5, what="the AMI link to close")
         now[0] += 0.1
         mon.note_process(False, now[0])
-        assert mon.verdict("primary", None).healthy
+        verdict = mon.verdict("primary", None)
+        assert verdict.healthy and verdict.alerts == (STATUS_DISAGREES,)
         now[0] += 3.0  # health.ami_grace (3 s) since the link closed
         assert mon.verdict("primary", None).reasons == ("AMI link down for 3.1 s",)
+        mon.note_process(True, now[0])  # fixed: it sees Asterisk run again
+        now[0] += 0.1
+        mon.note_process(False, now[0])
+        assert mon.verdict("primary", None).reasons == (GONE,)
     finally:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -217,8 +226,8 @@ async def test_a_status_command_never_seen_to_say_running_is_not_believed() -> N
 
 
 async def test_a_crash_right_after_the_takeover_is_a_death_too() -> None:
-    """The status command was seen to say "running" during the takeover, before serving
-    began; the Asterisk dies before the next probe: no grace all the same."""
+    """The Asterisk dies right after serving began, while a probe's check is under way:
+    no grace all the same (no earlier "running" is needed)."""
     sim = AsteriskSimulator(port=0, secret=SECRET, control_port=0)
     await sim.start()
     cfg = parse_config(
@@ -236,14 +245,19 @@ async def test_a_crash_right_after_the_takeover_is_a_death_too() -> None:
     try:
         await ami.wait_fully_booted(10)
         assert mon.verdict("promoting", None).healthy
-        mon.note_process(True, now[0])  # the probe after the takeover's start
         now[0] += 0.1
         assert mon.verdict("primary", None).healthy  # serving begins
         now[0] += 0.1
+        began = now[0]  # a probe's check begins while the link is up ...
+        now[0] += 0.05
         await sim.stop()
         await wait_for(lambda: not ami.connected, 5, what="the AMI link to close")
         now[0] += 0.1
-        mon.note_process(False, now[0])
+        mon.note_process(False, began)  # ... and answers once it has closed
+        verdict = mon.verdict("primary", None)
+        assert verdict.healthy and verdict.alerts == ()  # neither a death nor a denial
+        now[0] += 0.1
+        mon.note_process(False, now[0])  # the check begun after the loss
         assert mon.verdict("primary", None).reasons == (GONE,)
     finally:
         task.cancel()
