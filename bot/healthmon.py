@@ -155,7 +155,7 @@ class HealthMonitor:
         self._process_checked_at = began
         if running:
             self._status_disagrees = False
-        elif self._ami_up and self._ami_up_since is not None and self._ami_up_since <= began:
+        elif self._denies_live_asterisk(began):
             if not self._status_disagrees:
                 log.warning("asterisk.status says Asterisk is not running while its AMI answers")
             self._status_disagrees = True
@@ -163,6 +163,14 @@ class HealthMonitor:
         self._process_gone_at = began if running is False else None
         if was is None and self._process_gone_at is not None:
             self._wake()
+
+    def _denies_live_asterisk(self, began: float) -> bool:
+        """A "not running" from a check begun on the serving primary while the AMI link
+        was up, and up still: the command contradicts a live Asterisk."""
+        up_since = self._ami_up_since
+        if self.role not in PRIMARY_ROLES or self._restarting or not self._ami_up:
+            return False
+        return up_since is not None and up_since <= began
 
     @contextlib.contextmanager
     def restarting(self) -> Iterator[None]:
