@@ -269,7 +269,8 @@ class AsteriskConfig:
     status: list[str] = opt(
         ["systemctl", "is-active", "--quiet", "asterisk"],
         "Command that exits 0 while Asterisk runs; also run as soon as the AMI link "
-        "closes on the primary, when not running is a certain death, acted on at once.",
+        "closes on the primary, when not running is a certain death, acted on at once "
+        "(one that says not running while the AMI answers is alerted and not believed).",
         "argv",
     )
     boot_timeout: float = opt(60.0, "Wait this long for FullyBooted after start.", "duration")
