@@ -107,7 +107,12 @@ class HealthMonitor:
         booted = ami is not None and ami.state is AmiState.FULLY_BOOTED
         shutdown = None
         if ami is not None and ami.last_shutdown is not None and not booted:
-            shutdown = PendingShutdown(ami.last_shutdown.restart, ami.last_shutdown.at)
+            said = ami.last_shutdown
+            # The Shutdown of the agent's own restart was asked for: said during the
+            # restart, it belongs to the Asterisk that the restart stopped.
+            since = self._process_from
+            if not self._restarting and (since is None or said.at >= since):
+                shutdown = PendingShutdown(said.restart, said.at)
         spans = tuple(
             SpanState(n, None if kind in ("none", "unknown") else kind, self.spans.since(n) or now)
             for n, kind in self.spans.spans().items()

@@ -265,3 +265,45 @@ async def test_a_crash_right_after_the_takeover_is_a_death_too() -> None:
             await task
         await ami.close()
         await sim.stop()
+
+
+async def test_the_shutdown_of_the_agents_own_restart_is_no_fault() -> None:
+    """The agent's restart stops Asterisk cleanly: its Shutdown (Restart: False) is what
+    was asked for, not "Asterisk shut down", during the restart or after it (it was said
+    by the Asterisk the restart stopped); the new one then has its boot timeout."""
+    sim = AsteriskSimulator(port=0, secret=SECRET, control_port=0)
+    await sim.start()
+    cfg = parse_config(
+        node_config_text(
+            cluster={"name": "lab"},
+            ami={"port": sim.port, "ping_interval": "200ms", "ping_timeout": "200ms"},
+        )
+    )
+    now = [1000.0]
+    ami = AmiClient("127.0.0.1", sim.port, "failover", SECRET, clock=lambda: now[0])
+    mon = HealthMonitor(cfg, ami, Metrics(CollectorRegistry()), clock=lambda: now[0])
+    await ami.start()
+    task = asyncio.create_task(mon.run(lambda: None))
+    try:
+        await ami.wait_fully_booted(10)
+        assert mon.verdict("primary", None).healthy
+        now[0] += 10
+        with mon.restarting():
+            now[0] += 0.1
+            await sim.shutdown(restart=False)  # the restart's stop
+            await wait_for(lambda: ami.last_shutdown is not None, 5, what="the Shutdown event")
+            verdict = mon.verdict("primary", None)
+            assert verdict.healthy, verdict.reasons
+            now[0] += 0.1
+        assert mon.verdict("primary", None).healthy  # the new Asterisk boots
+        now[0] += 61.0  # asterisk.boot_timeout (60 s) since the restart began
+        assert mon.verdict("primary", None).reasons == (
+            "AMI link down for 61.1 s",
+            "Asterisk not FullyBooted 61.2 s after start",
+        )
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await ami.close()
+        await sim.stop()
