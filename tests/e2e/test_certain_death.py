@@ -38,9 +38,13 @@ GONE = "Asterisk process gone (status check) and the AMI link closed"
 
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[Cluster]:
-    # Every rule that would see a dead Asterisk by the clock waits a minute here.
+    # Every rule that would see a dead Asterisk by the clock waits a minute here; and a
+    # start command slowed by a loaded machine (5 s in the lab) must not fail the takeover.
     slow = f"{GRACE:g}s"
-    extra = {"health": {"ami_grace": slow, "ari_grace": slow}, "asterisk": {"boot_timeout": slow}}
+    extra = {
+        "health": {"ami_grace": slow, "ari_grace": slow},
+        "asterisk": {"boot_timeout": slow, "command_timeout": "20s"},
+    }
     with running_cluster(tmp_path / "cluster", extra=extra) as c:
         yield c
 
