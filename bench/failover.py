@@ -2,14 +2,16 @@
 
     .venv/bin/python bench/failover.py [--runs N] [--idle SECONDS] [--soak 10m]
 
-For each scenario (host death, Asterisk crash, planned switchover with no
-calls) it runs N faults on one cluster, reviving the failed node as the new
-standby between runs, and reports p50/p95/p99 of the time from the fault to
-(a) the lease taken, (b) the spans routed, (c) Asterisk fully booted, (d) the
-test call answered on the new primary, each read from the new primary's event
-log. For the health-triggered handover and the switchover it also reports the
-time from the handover decision (the old primary's "demotion" event), which is
-what the 1.5 s target is about; detection itself is the configured grace.
+For each scenario (host death, Asterisk crash (SIGKILL), Asterisk hang
+(SIGSTOP), planned switchover with no calls) it runs N faults on one cluster,
+reviving the failed node as the new standby between runs, and reports
+p50/p95/p99 of the time from the fault to (a) the lease taken, (b) the spans
+routed, (c) Asterisk fully booted, (d) the test call answered on the new
+primary, each read from the new primary's event log. For the health-triggered
+handovers and the switchover it also reports the time from the fault to the
+handover decision (the old primary's "demotion" event: detection), from the
+decision to the answered call, and each step's share of the fault -> answered
+call time (detection, the old primary's demotion, then each takeover step).
 Then each bot's peak RSS and idle CPU share, and with ``--soak`` a loaded run
 (both CPUs kept busy) that counts false failovers and dual primaries.
 With a client probe in the lab's client namespace (bench/probe.py) each host
@@ -51,6 +53,7 @@ from bench.keepalived import KeepalivedPair, keepalived_missing  # noqa: E402
 from bench.probe import ClientProbe  # noqa: E402
 from bot.config import parse_duration  # noqa: E402
 from bot.lab.asterisk import find_binary  # noqa: E402
+from bot.lab.cluster import pid_alive  # noqa: E402
 from harness.checker import Allowance  # noqa: E402
 from harness.cluster import Cluster  # noqa: E402
 from harness.vip import Topology, netns_unavailable  # noqa: E402
@@ -58,6 +61,12 @@ from harness.vip import Topology, netns_unavailable  # noqa: E402
 MILESTONES = ("lease", "route", "fully_booted", "test_call")
 # Every takeover step, in order, for the per-step table.
 STEPS = ("lease", "route", "drbd", "vip", "asterisk_start", "fully_booted", "test_call")
+# The old primary's demotion steps (a health hand-over or a switchover).
+DEMOTE_STEPS = ("drain", "asterisk_stop", "vip_down", "drbd_down")
+# Fault -> answered test call, cut into consecutive parts for the share table:
+# detection (fault -> decision), the old primary's demotion, then the takeover.
+SHARES = ("detect", "demoted", *STEPS)
+FAULTS = ("asterisk crash", "asterisk hang")  # health-triggered hand-overs
 CLIENT = ("moved", "answered")
 HOLDDOWN = 2.0
 EXAMPLES = REPO / "deploy" / "examples"
@@ -148,6 +157,39 @@ def decision_time(c: Cluster, node: str, since: float) -> float | None:
     return None
 
 
+def demoted_time(c: Cluster, node: str, since: float) -> float | None:
+    """When the old primary's last demotion step ended (wall), from its event log."""
+    status = c.nodes[node].status() or {}
+    ends = [
+        float(e.get("time", 0))
+        for e in status.get("events", [])
+        if e.get("kind") == "step"
+        and e.get("step") in DEMOTE_STEPS
+        and float(e.get("time", 0)) >= since
+    ]
+    return max(ends) if ends else None
+
+
+def shares(row: dict[str, float]) -> dict[str, float]:
+    """Each part's own duration (the gap from the previous milestone present)."""
+    out: dict[str, float] = {}
+    last = 0.0
+    for name in SHARES:
+        if name in row and row[name] >= last:
+            out[name] = row[name] - last
+            last = row[name]
+    return out
+
+
+def end_fault(pid: int) -> None:
+    """After a hang run: the hung Asterisk must be gone (the old primary kills it when it
+    demotes); one left behind is said, and ended, so the next run starts clean."""
+    if pid_alive(pid):
+        print(f"  warning: the hung Asterisk {pid} is still there after the run", flush=True)
+        with suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
 def run_scenario(
     c: Cluster,
     name: str,
@@ -160,7 +202,7 @@ def run_scenario(
     period = parse_duration(c.renew_interval)
     for i in range(runs):
         primary, standby = settle(c)
-        if name == "asterisk crash":
+        if name in FAULTS:
             # A node that took over from a hand-over stays through health trouble for
             # failover_holddown (2 s here): let that pass, or it restarts Asterisk instead.
             time.sleep(HOLDDOWN + 0.5)
@@ -171,10 +213,10 @@ def run_scenario(
         m0 = time.monotonic()
         if name == "host death":
             c.kill_host(primary)
-        elif name == "asterisk crash":
+        elif name in FAULTS:
             pid = c.nodes[primary].asterisk_pid()
             assert pid is not None
-            os.kill(pid, signal.SIGKILL)
+            os.kill(pid, signal.SIGKILL if name == "asterisk crash" else signal.SIGSTOP)
         elif name == "switchover":
             code = c.nodes[primary].post("/switchover", {"to": standby, "drain_timeout": 0})
             assert code == 202, code
@@ -195,7 +237,13 @@ def run_scenario(
             row.update({k: v for k, v in (("moved", moved), ("answered", heard)) if v is not None})
         decided = decision_time(c, primary, t0) if name != "host death" else None
         if decided is not None:
+            row["detect"] = decided - t0
             row["from_decision"] = row["test_call"] - (decided - t0)
+            demoted = demoted_time(c, primary, decided)
+            if demoted is not None:
+                row["demoted"] = demoted - t0
+        if name == "asterisk hang":
+            end_fault(pid)
         results.append(row)
         print(
             f"  {name} #{i + 1}: " + ", ".join(f"{k} {v:.3f}" for k, v in row.items()), flush=True
@@ -426,6 +474,7 @@ def print_profile(result: dict[str, Any], runs: int, idle: float) -> None:
         "fully_booted": "fully booted",
         "answered": "client: answer",
         "test_call": "test call ok",
+        "detect": "decision",
         "from_decision": "decision->call",
     }
     for name, rows in result["table"].items():
@@ -433,6 +482,7 @@ def print_profile(result: dict[str, Any], runs: int, idle: float) -> None:
             values = [r[col] for r in rows if col in r]
             if values:
                 print(f"{name:16} {labels[col]:14} {stats(values)}  {len(values)}")
+    print_shares(result["table"])
     print()
     print(f"{'bot':4} {'peak RSS MiB':>12} {'idle CPU %':>10}   (over {idle:.0f} s)")
     res = dict(result.get("resources", {}))
@@ -449,6 +499,36 @@ def print_profile(result: dict[str, Any], runs: int, idle: float) -> None:
             f"{soak_result['false_failovers']}, dual primary {soak_result['dual_primary']}, "
             f"primary unchanged {soak_result['still_primary']}"
         )
+
+
+def print_shares(table: dict[str, list[dict[str, float]]]) -> None:
+    """Each part's own duration and its share of fault -> answered call (the mean)."""
+    names = {
+        "detect": "detection",
+        "demoted": "old demotes",
+        "lease": "lease taken",
+        "route": "spans routed",
+        "drbd": "DRBD primary",
+        "vip": "VIP up",
+        "asterisk_start": "Asterisk start",
+        "fully_booted": "fully booted",
+        "test_call": "test call",
+    }
+    for scenario, rows in table.items():
+        parts = [shares(r) for r in rows if "test_call" in r]
+        if not parts or not any("detect" in p for p in parts):
+            continue
+        total = sum(r["test_call"] for r in rows if "test_call" in r) / len(parts)
+        print()
+        print(f"{scenario}: each step's own time, fault -> answered call (mean {total:.3f} s)")
+        head = f"{'step':16} {'p50':>7} {'p95':>7} {'p99':>7} {'max':>7} {'share':>6}"
+        print(head)
+        print("-" * len(head))
+        for key, label in names.items():
+            values = [p[key] for p in parts if key in p]
+            if values:
+                share = sum(values) / len(parts) / total if total > 0 else float("nan")
+                print(f"{label:16} {stats(values)} {100 * share:5.1f}%")
 
 
 def print_comparison(
@@ -501,7 +581,12 @@ def main() -> int:
     parser.add_argument("--idle", type=float, default=60.0, help="idle CPU window, seconds")
     parser.add_argument("--soak", default="", help='loaded soak duration, e.g. "10m" (off)')
     parser.add_argument("--soak-profiles", default="fast", help="profiles that get the soak")
-    parser.add_argument("--scenarios", default="host death,asterisk crash,switchover")
+    parser.add_argument(
+        "--scenarios",
+        default="host death,asterisk crash,asterisk hang,switchover",
+        help="comma-separated: host death, asterisk crash (SIGKILL), asterisk hang"
+        " (SIGSTOP), switchover",
+    )
     parser.add_argument(
         "--profiles",
         default="default",

@@ -268,7 +268,9 @@ class AsteriskConfig:
     )
     status: list[str] = opt(
         ["systemctl", "is-active", "--quiet", "asterisk"],
-        "Command that exits 0 while Asterisk runs.",
+        "Command that exits 0 while Asterisk runs; also run as soon as the AMI link "
+        "closes on the primary, when not running is a certain death, acted on at once "
+        "(one that says not running while the AMI answers is alerted and not believed).",
         "argv",
     )
     boot_timeout: float = opt(60.0, "Wait this long for FullyBooted after start.", "duration")
@@ -281,7 +283,10 @@ class AsteriskConfig:
 @dataclass(frozen=True)
 class HealthConfig:
     ami_grace: float = opt(
-        3.0, "AMI link down this long before it counts as unhealthy.", "duration"
+        3.0,
+        "AMI link down (or Ping unanswered) this long before it counts as unhealthy; a "
+        "closed link whose Asterisk the status command finds not running counts at once.",
+        "duration",
     )
     ari_grace: float = opt(5.0, "ARI ping failing this long before it counts.", "duration")
     boot_grace: float = opt(

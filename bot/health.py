@@ -11,6 +11,10 @@ Asterisk's start. A failure that began before this Asterisk started (on a
 standby, whose Asterisk is stopped by design, or before a restart) belongs to
 an Asterisk that is gone; it counts only once its grace has passed since the
 start.
+
+The grace is for ambiguous signals (the link lost while the process may run, a
+slow Ping). A certain death needs none: the link closed and a status check begun
+after that found no Asterisk process.
 """
 
 from __future__ import annotations
@@ -62,6 +66,12 @@ class HealthInputs:
     test_call_failing_since: float | None = None  # when the first of them failed
     ari_ok: bool | None = None  # None: ARI not configured
     ari_since: float = 0.0  # when ari_ok last changed
+    # When the last status check that found Asterisk's process gone began (None: the
+    # last check found it running, or could not tell, or none ran).
+    process_gone_at: float | None = None
+    # The status command said "not running" while the AMI link was up all through its
+    # check, and has not said "running" since: it is not believed.
+    status_disagrees: bool = False
 
 
 def _policy_default() -> Mapping[str, str]:
@@ -129,6 +139,8 @@ def evaluate(inputs: HealthInputs, policy: HealthPolicy, now: float) -> Verdict:
     reasons: list[str] = []
     alerts: list[str] = []
     _ami(inputs, policy, now, reasons)
+    if inputs.status_disagrees:
+        alerts.append(STATUS_DISAGREES)
     _asterisk(inputs, policy, now, reasons, alerts)
     _spans(inputs, policy, now, reasons, alerts)
     _test_calls(inputs, policy, reasons)
@@ -139,8 +151,28 @@ def evaluate(inputs: HealthInputs, policy: HealthPolicy, now: float) -> Verdict:
     return Verdict(not reasons, tuple(reasons), tuple(alerts))
 
 
+PROCESS_GONE = "Asterisk process gone (status check) and the AMI link closed"
+STATUS_DISAGREES = (
+    "asterisk.status says Asterisk is not running while its AMI answers: not believed, "
+    "a closed AMI link waits for health.ami_grace"
+)
+
+
+def process_gone(i: HealthInputs) -> bool:
+    """Asterisk is certainly dead: the link is closed and a check begun after it closed
+    (and after the current Asterisk started) found no process. A check from while the
+    link was up, or a status command that said so of a live AMI, is not believed."""
+    gone = i.process_gone_at
+    if i.ami_up or i.status_disagrees or gone is None or gone < i.ami_since:
+        return False
+    return counts_from(gone, i.asterisk_started_at) == gone
+
+
 def _ami(i: HealthInputs, p: HealthPolicy, now: float, reasons: list[str]) -> None:
     started = i.asterisk_started_at
+    if process_gone(i):
+        reasons.append(PROCESS_GONE)
+        return
     if not i.ami_up:
         down = now - counts_from(i.ami_since, started)
         if down >= p.ami_grace:

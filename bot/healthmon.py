@@ -2,7 +2,9 @@
 
 It feeds AMI events into the span model, takes a ``DAHDIShowStatus`` snapshot
 now and then, counts active channels and places test calls while this node is
-primary. The verdict itself is pure (``bot.health``).
+primary. When the AMI link closes on the primary it checks Asterisk's process
+at once (the configured status command): a process found gone is a certain
+death, acted on without the grace. The verdict itself is pure (``bot.health``).
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 from ami.ari import AriClient
@@ -35,6 +37,10 @@ from bot.metrics import Metrics
 log = logging.getLogger(__name__)
 
 PRIMARY_ROLES = ("primary",)
+# While the link stays down and the process was not found gone, check again this
+# often (a process that was just killed may still be reaped, or its unit still
+# "active", at the first check), until the grace decides anyway.
+PROCESS_RECHECK = 0.2
 
 
 class HealthMonitor:
@@ -46,6 +52,7 @@ class HealthMonitor:
         *,
         ari: AriClient | None = None,
         clock: Callable[[], float] = time.monotonic,
+        process_check: Callable[[], Awaitable[bool]] | None = None,
     ) -> None:
         self.cfg = cfg
         self.ami = ami
@@ -71,6 +78,17 @@ class HealthMonitor:
         self._ami_up_since: float | None = None
         self._wake: Callable[[], None] = lambda: None
         self._fully_booted = False
+        # Asterisk's process: ``process_check`` answers whether it runs (the status
+        # command); each result is kept with the time its check began.
+        self.process_check = process_check
+        self._process_gone_at: float | None = None
+        self._process_checked_at: float | None = None
+        # The status command said "not running" while the AMI link was up all through
+        # the check (it names the wrong unit?): not believed until it says "running".
+        self._status_disagrees = False
+        self._restarting = False  # the agent's own restart: the process is meant to go
+        self._process_from: float | None = None  # checks begun earlier do not count
+        self._link_lost = asyncio.Event()
 
     # ------------------------------------------------------------------ verdict
 
@@ -89,7 +107,12 @@ class HealthMonitor:
         booted = ami is not None and ami.state is AmiState.FULLY_BOOTED
         shutdown = None
         if ami is not None and ami.last_shutdown is not None and not booted:
-            shutdown = PendingShutdown(ami.last_shutdown.restart, ami.last_shutdown.at)
+            said = ami.last_shutdown
+            # The Shutdown of the agent's own restart was asked for: said during the
+            # restart, it belongs to the Asterisk that the restart stopped.
+            since = self._process_from
+            if not self._restarting and (since is None or said.at >= since):
+                shutdown = PendingShutdown(said.restart, said.at)
         spans = tuple(
             SpanState(n, None if kind in ("none", "unknown") else kind, self.spans.since(n) or now)
             for n, kind in self.spans.spans().items()
@@ -114,9 +137,58 @@ class HealthMonitor:
             test_call_failing_since=self.test_call_failing_since,
             ari_ok=self.ari.ok if self.ari is not None else None,
             ari_since=self.ari.ok_since if self.ari is not None else 0.0,
+            process_gone_at=self._process_gone(),
+            status_disagrees=self._status_disagrees,
         )
         self.last = evaluate(inputs, self.policy, now)
         return self.last
+
+    def _process_gone(self) -> float | None:
+        gone, since = self._process_gone_at, self._process_from
+        if self._restarting or gone is None or since is None or gone < since:
+            return None
+        return gone
+
+    def note_process(self, running: bool | None, began: float) -> None:
+        """The answer of a process check begun at ``began`` (this monitor's clock);
+        None: the check could not tell. A late answer of an older check is ignored."""
+        if running is None:
+            return
+        last = self._process_checked_at
+        if last is not None and began < last:
+            return
+        self._process_checked_at = began
+        if running:
+            self._status_disagrees = False
+        elif self._denies_live_asterisk(began):
+            if not self._status_disagrees:
+                log.warning("asterisk.status says Asterisk is not running while its AMI answers")
+            self._status_disagrees = True
+        was = self._process_gone_at
+        self._process_gone_at = began if running is False else None
+        if was is None and self._process_gone_at is not None:
+            self._wake()
+
+    def _denies_live_asterisk(self, began: float) -> bool:
+        """A "not running" from a check begun on the serving primary while the AMI link
+        was up, and up still: the command contradicts a live Asterisk."""
+        up_since = self._ami_up_since
+        if self.role not in PRIMARY_ROLES or self._restarting or not self._ami_up:
+            return False
+        return up_since is not None and up_since <= began
+
+    @contextlib.contextmanager
+    def restarting(self) -> Iterator[None]:
+        """Around the agent's own restart of Asterisk (stop, then start): a new Asterisk
+        starts, and its process is meant to be gone until the start command has run, so
+        only a check begun after that can find it dead."""
+        self.note_asterisk_start()
+        self._restarting = True
+        try:
+            yield
+        finally:
+            self._restarting = False
+            self._process_from = self.clock()
 
     async def place_test_call(self) -> TestCallResult:
         """One test call, counted and kept as this node's last (the takeover's too): the
@@ -134,6 +206,7 @@ class HealthMonitor:
         """A new Asterisk starts (serving began, or a restart): a test-call failure
         streak of the previous one does not carry over."""
         self.asterisk_started_at = self.clock() if at is None else at
+        self._process_from = self.asterisk_started_at
         self.test_call_streak = 0
         self.test_call_failing_since = None
 
@@ -186,6 +259,8 @@ class HealthMonitor:
                     tg.create_task(self._test_calls())
                 if self.ari is not None:
                     tg.create_task(self.ari.run_health(self.cfg.ami.ping_interval))
+                if self.process_check is not None:
+                    tg.create_task(self._check_process_on_loss(self.process_check))
         finally:
             unsubscribe()
             forget_state()
@@ -194,7 +269,34 @@ class HealthMonitor:
         up = state in (AmiState.AUTHENTICATED, AmiState.FULLY_BOOTED)
         if up != self._ami_up:
             self._ami_up, self._ami_up_since = up, at
+            if not up and self.role in PRIMARY_ROLES:
+                self._link_lost.set()
         self._wake()
+
+    async def _check_process_on_loss(self, check: Callable[[], Awaitable[bool]]) -> None:
+        """The link closed on the primary: is Asterisk's process gone? Checked at once,
+        then every PROCESS_RECHECK while the link stays down, until it is found gone or
+        the grace has passed (the grace rule decides from then on)."""
+        while True:
+            await self._link_lost.wait()
+            self._link_lost.clear()
+            lost_at = self.clock()
+            while (
+                self.role in PRIMARY_ROLES
+                and not self._ami_up
+                and not self._restarting
+                and self.clock() - lost_at < self.policy.ami_grace
+            ):
+                began = self.clock()
+                try:
+                    running: bool | None = await check()
+                except Exception as exc:  # the status command failing tells nothing
+                    log.warning("Asterisk status check failed: %s", exc)
+                    running = None
+                self.note_process(running, began)
+                if running is False:
+                    break
+                await asyncio.sleep(PROCESS_RECHECK)
 
     def _on_event(self, event: AmiEvent) -> None:
         try:

@@ -192,8 +192,8 @@ class Executor:
 
     async def _restart_asterisk(self) -> None:
         try:
-            self.health.note_asterisk_start()
-            await self.asterisk.restart(may_start=self.keeper.valid)
+            with self.health.restarting():
+                await self.asterisk.restart(may_start=self.keeper.valid)
             if self.ami is not None:
                 self.ami.kick()
                 await self.asterisk.wait_fully_booted(

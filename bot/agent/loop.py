@@ -164,7 +164,14 @@ class Agent:
         self.health = (
             adapters.health
             if adapters
-            else HealthMonitor(cfg, self.ami, self.metrics, ari=self.ari, clock=time.monotonic)
+            else HealthMonitor(
+                cfg,
+                self.ami,
+                self.metrics,
+                ari=self.ari,
+                clock=time.monotonic,
+                process_check=self.asterisk.running,
+            )
         )
         self.sd = SdNotifier()
         interval = SdNotifier.watchdog_interval()  # half of WatchdogSec

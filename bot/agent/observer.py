@@ -99,6 +99,7 @@ class Observer:
                     await self.probe_now.wait()
 
     async def probe_once(self) -> None:
+        began = self.health.clock()
         local_r, ready_r, drbd_r = await asyncio.gather(
             self.takeover.local_services(),
             self._readiness(),
@@ -117,6 +118,8 @@ class Observer:
                 await self.marks.check()
         if not isinstance(local_r, BaseException):
             self.local = local_r
+            # The status command's answer is also the health monitor's process check.
+            self.health.note_process(local_r.asterisk_running, began)
         else:
             log.warning("local service probe failed: %s", local_r)
         if not isinstance(ready_r, BaseException):

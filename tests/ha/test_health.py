@@ -204,3 +204,59 @@ def test_readiness_is_one_rule_over_every_part(
     facts: ReadinessFacts, reasons: tuple[str, ...]
 ) -> None:
     assert readiness(facts) == (not reasons, reasons)
+
+
+# A certain death needs no grace: the link closed and a status check begun after that
+# found no Asterisk process. Anything less certain still waits for ami_grace.
+GONE = "Asterisk process gone (status check) and the AMI link closed"
+
+
+def test_a_process_known_gone_with_the_link_closed_fails_at_once() -> None:
+    v = verdict(ami_up=False, ami_since=NOW - 0.01, process_gone_at=NOW - 0.005)
+    assert not v.healthy
+    assert v.reasons == (GONE,)
+
+
+def test_the_link_lost_while_the_process_runs_still_waits_the_grace() -> None:
+    # No check found it gone (it runs, or the check could not tell): ambiguous.
+    assert verdict(ami_up=False, ami_since=NOW - 2.9, process_gone_at=None).healthy
+    assert verdict(ami_up=False, ami_since=NOW - 3.0).reasons == ("AMI link down for 3.0 s",)
+
+
+def test_a_check_older_than_the_link_loss_is_not_certain() -> None:
+    # "Gone" said while the link was still up is a status command that disagrees with a
+    # live AMI: only a check begun after the link closed makes the death certain.
+    v = verdict(ami_up=False, ami_since=NOW - 1.0, process_gone_at=NOW - 1.5)
+    assert v.healthy
+
+
+def test_a_check_older_than_the_current_asterisk_is_not_certain() -> None:
+    # Found gone before this Asterisk was started (a restart since): that one is gone.
+    v = verdict(
+        ami_up=False,
+        ami_since=NOW - 2.0,
+        process_gone_at=NOW - 1.5,
+        asterisk_started_at=NOW - 1.0,
+    )
+    assert v.healthy
+
+
+def test_a_process_found_gone_while_the_link_is_up_is_no_reason() -> None:
+    # The AMI answers: something runs there; the status command alone is not believed.
+    assert verdict(process_gone_at=NOW - 0.1).healthy
+
+
+def test_a_slow_ping_still_waits_the_grace() -> None:
+    # The link is up but the Ping is late (an ambiguous signal), whatever a check says.
+    assert verdict(last_ping_ok_at=NOW - 4.9, process_gone_at=None).healthy
+
+
+def test_a_status_command_that_denied_a_live_asterisk_is_not_believed() -> None:
+    from bot.health import STATUS_DISAGREES
+
+    v = verdict(
+        ami_up=False, ami_since=NOW - 0.01, process_gone_at=NOW - 0.005, status_disagrees=True
+    )
+    assert v.healthy and v.alerts == (STATUS_DISAGREES,)
+    late = verdict(ami_up=False, ami_since=NOW - 3.0, status_disagrees=True)
+    assert late.reasons == ("AMI link down for 3.0 s",)
