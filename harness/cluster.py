@@ -15,17 +15,41 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bot.config import ConfigError, load_config
 from bot.lab.cluster import RESOURCE
 from bot.lab.cluster import Cluster as LabCluster
 from bot.lab.cluster import Node as Node
 from bot.lab.netns import Topology
 from harness import recorders, replication
-from harness.checker import Allowance, Interval, Observations, Verdict, check, merge
+from harness.checker import (
+    Allowance,
+    Interval,
+    Observations,
+    RecorderHealth,
+    Verdict,
+    check,
+    merge,
+)
 from harness.fakes import FAKES_BIN
 from harness.proxy import ProxyProcess
 from harness.vip import VipSampler
 
-__all__ = ["Cluster", "Node", "have_tools"]
+__all__ = ["Cluster", "Node", "have_tools", "read_role"]
+
+# Without a node config to read it from: the product's default fence budget.
+DEFAULT_FENCE_BUDGET = 0.5
+
+
+def read_role(node: Node) -> str:
+    """The role ``node``'s API reports; an API that does not answer is an error, never a
+    role: a "never primary" check on a dead API proves nothing."""
+    status = node.status()
+    if status is None:
+        raise AssertionError(f"{node.id}: /status did not answer: its role is unknown")
+    for entry in status.get("nodes", []):
+        if entry.get("id") == node.id:
+            return str(entry.get("role"))
+    raise AssertionError(f"{node.id}: /status shows no entry for itself: {status!r}")
 
 
 class Cluster(LabCluster):
@@ -136,6 +160,26 @@ class Cluster(LabCluster):
 
     # ------------------------------------------------------------------ verdict
 
+    def samplers(self) -> list[recorders.PollingSampler]:
+        found = (self.vip_sampler, self.pid_sampler, self.drbd_sampler, self.lease_sampler)
+        return [s for s in found if s is not None]
+
+    def recorder_tolerance(self) -> float:
+        """The longest gap a sampler may have: the configured fence budget, the time in
+        which a fence must have stopped the old primary. A sampler blind for longer
+        could miss an overlap that a fence overrunning its budget leaves."""
+        budgets = []
+        for node in self.nodes.values():
+            try:
+                budgets.append(load_config(node.config_path).cluster.fence_budget)
+            except (OSError, ValueError, ConfigError):
+                continue
+        return min(budgets, default=DEFAULT_FENCE_BUDGET)
+
+    def recorder_health(self, end: float | None = None) -> list[RecorderHealth]:
+        tolerance = self.recorder_tolerance()
+        return [s.health(tolerance, end) for s in self.samplers()]
+
     def observations(self) -> Observations:
         end = time.monotonic()
         deaths = self.pid_sampler.deaths if self.pid_sampler is not None else {}
@@ -160,6 +204,15 @@ class Cluster(LabCluster):
             drbd_primary=self.drbd_sampler.intervals(end) if self.drbd_sampler else [],
             routes=routes,
             lease=self.lease_sampler.intervals(end) if self.lease_sampler else None,
+            recorders=self.recorder_health(end),
+            sample_gaps={
+                name: sampler.gap(end)
+                for name, sampler in (
+                    ("vip", self.vip_sampler),
+                    ("asterisk_running", self.pid_sampler),
+                )
+                if sampler is not None
+            },
         )
 
     def verdict(self, allowance: Allowance) -> Verdict:

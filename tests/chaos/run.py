@@ -5,7 +5,10 @@ floating IP in network namespaces, the DRBD stand-in with the shipped fencing
 policies and the bot's handlers) runs while a client writes through the active
 node's DRBD ten times a second and the nemesis injects a seeded schedule of
 faults, each healed before the next. The independent checker then reports; the
-exit status is 1 on any dual primary or lost acknowledged write.
+exit status is 1 on any dual primary or lost acknowledged write, on an outage
+beyond its bound after a fault healed, on no recovery at the end, on a recorder
+that erred or went blind, and on a run that proved nothing (a fault drawn but not
+applied, or healed with an error; no acknowledged write).
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ def run(seconds: float, seed: int, workdir: Path) -> ChaosReport:
     faults = schedule(seed, seconds)
     log(f"CHAOS_SEED={seed} CHAOS_SECONDS={seconds:g}: {len(faults)} faults scheduled")
     records: list[FaultRecord] = []
+    not_applied: list[tuple[str, str]] = []
     stop = threading.Event()
     with Topology() as topo:
         cluster = Cluster(workdir / "cluster", topo, proxied=True, replication=True)
@@ -54,17 +58,20 @@ def run(seconds: float, seed: int, workdir: Path) -> ChaosReport:
                 started = time.monotonic()
                 try:
                     node, heal = nemesis.start(fault)
-                except Exception as exc:  # a fault that could not be done is reported
+                except Exception as exc:  # a fault that could not be done fails the run
                     log(f"{fault.describe()}: NOT applied ({exc!r})")
+                    not_applied.append((fault.describe(), repr(exc)))
                     continue
                 note = f" ({nemesis.note})" if nemesis.note else ""
                 log(f"+{started - t0:6.1f} s {fault.describe()} -> {node or 'cluster'}{note}")
                 stop.wait(fault.hold)
                 try:
                     heal()
-                except Exception as exc:
+                except Exception as exc:  # the fault may go on: not the fault drawn
                     log(f"healing {fault.kind} failed: {exc!r}")
                     traceback.print_exc()
+                    not_applied.append((fault.describe(), f"its heal failed: {exc!r}"))
+                    continue
                 records.append(FaultRecord(started, time.monotonic(), fault.kind, node))
             stop.wait(max(0.0, t0 + seconds - time.monotonic()))
             nemesis.join()
@@ -92,6 +99,8 @@ def run(seconds: float, seed: int, workdir: Path) -> ChaosReport:
         final_data=read_final_data(cluster.drbd_dir, cluster.nodes),
         faults=records,
         recovered=recovered,
+        drawn=len(faults),
+        not_applied=not_applied,
     )
 
 
