@@ -30,7 +30,7 @@ from harness.checker import (
     check,
     merge,
 )
-from harness.fakes import FAKES_BIN
+from harness.fakes import FAKES_BIN, write_gate
 from harness.proxy import ProxyProcess
 from harness.vip import VipSampler
 
@@ -60,6 +60,7 @@ class Cluster(LabCluster):
         *,
         proxied: bool = False,
         replication: bool = False,
+        gates: bool = False,
         **kw: Any,
     ) -> None:
         super().__init__(workdir, topology, drbd_fake=FAKES_BIN.parent / "fakecmd.py", **kw)
@@ -69,6 +70,9 @@ class Cluster(LabCluster):
         # With ``proxied``, each bot reaches Redis and its peer through a TCP proxy that
         # a test can cut: a partition that is real at the socket level.
         self.proxied = proxied
+        # With ``gates``, each node's `ip` and Asterisk kill run through its faults.json
+        # (a broken host's commands); off by default: each call costs a Python start.
+        self.gates = gates
         self.proxies: dict[str, dict[str, ProxyProcess]] = {}
         self.vip_sampler: VipSampler | None = None
         self.pid_sampler: recorders.PidSampler | None = None
@@ -101,8 +105,16 @@ class Cluster(LabCluster):
             self.redis.url, "failover:{lab}:leader", _lease_holder
         ).start()
 
+    def gate_bin(self, node: Node) -> Path:
+        """This node's own commands that faults.json can break (first on its PATH)."""
+        return node.dir / "gate"
+
     def node_config(self, node: Node) -> dict[str, Any]:
         base = super().node_config(node)
+        if self.gates:  # the Asterisk kill through faults.json ("asterisk kill")
+            kill = base["asterisk"]["kill"]
+            gate = write_gate(self.gate_bin(node) / "asterisk-kill", "asterisk kill", kill)
+            base["asterisk"]["kill"] = [str(gate)]
         if node.id in self.proxies:
             redis_proxy = self.proxies[node.id]["redis"]
             peer_proxy = self.proxies[node.id]["peer"]
@@ -115,6 +127,10 @@ class Cluster(LabCluster):
 
     def env(self, node: Node) -> dict[str, str]:
         env = super().env(node)
+        real_ip = shutil.which("ip", path=env.get("PATH"))
+        if self.gates and real_ip is not None:  # `ip` through faults.json ("ip addr del")
+            write_gate(self.gate_bin(node) / "ip", "ip", [real_ip])
+            env["PATH"] = os.pathsep.join([str(self.gate_bin(node)), env["PATH"]])
         env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1])
         return env
 

@@ -54,8 +54,14 @@ class Bounds:
             "bot_restart_paused": 3.0,
             "host_death": 3.0,
             "replication_cut": 3.0,
+            # A switchover may drain calls (the lab's requests name no drain time, so
+            # the API's default applies) and its target may fail; then the request ends
+            # and the old primary serves again.
             "switchover": 5.0,
             "switchover_failing": 5.0,
+            "vip_del_fail": 5.0,
+            "drbd_secondary_fail": 5.0,
+            "testcall_fail": 5.0,
         }
     )
 

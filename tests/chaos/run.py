@@ -39,14 +39,14 @@ def log(text: str) -> None:
     print(f"[chaos {time.strftime('%H:%M:%S')}] {text}", flush=True)
 
 
-def run(seconds: float, seed: int, workdir: Path) -> ChaosReport:
-    faults = schedule(seed, seconds)
+def run(seconds: float, seed: int, workdir: Path, only: list[str] | None = None) -> ChaosReport:
+    faults = schedule(seed, seconds, only=only)
     log(f"CHAOS_SEED={seed} CHAOS_SECONDS={seconds:g}: {len(faults)} faults scheduled")
     records: list[FaultRecord] = []
     not_applied: list[tuple[str, str]] = []
     stop = threading.Event()
     with Topology() as topo:
-        cluster = Cluster(workdir / "cluster", topo, proxied=True, replication=True)
+        cluster = Cluster(workdir / "cluster", topo, proxied=True, replication=True, gates=True)
         try:
             cluster.start()
             cluster.wait_primary(within=60)
@@ -111,6 +111,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
+    parser.add_argument(
+        "--kinds",
+        default=os.environ.get("CHAOS_KINDS", ""),
+        help="comma-separated fault kinds to draw from (default: all)",
+    )
     args = parser.parse_args(argv)
     seed = args.seed
     if seed is None:
@@ -121,7 +126,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"chaos: cannot run: {reason}", file=sys.stderr)
         return 2
     workdir = Path(tempfile.mkdtemp(prefix=f"chaos-{seed}-"))
-    report = run(args.seconds, seed, workdir)
+    only = [k for k in args.kinds.split(",") if k] or None
+    report = run(args.seconds, seed, workdir, only)
     print(report.table(), flush=True)
     if report.ok and not args.keep:
         shutil.rmtree(workdir, ignore_errors=True)

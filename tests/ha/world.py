@@ -533,47 +533,66 @@ class ModelBus:
         return None
 
     async def acquire(self, ttl: float, min_epoch: int) -> LeaseGrant | None:
+        """``scripts.ACQUIRE``: a free key, or one released to this node, is taken with
+        an epoch above the counter, the floor and the released value's own epoch."""
         floor = max(int(min_epoch), self.highest_epoch_seen)
         sent_at = self.clock()
         w = self.world
 
-        def op() -> int | None:
+        def op() -> tuple[int, int | None]:
             key = w.live_key()
-            if key is not None and key.next_node != self.node:
-                return None
-            epoch = max(w.counter, floor) + 1
+            released = 0
+            if key is not None:
+                if key.next_node != self.node:
+                    return 0, key.epoch
+                released = key.epoch
+            epoch = max(w.counter, floor, released) + 1
             w.counter = epoch
             w.key = Key(self.node, epoch, w.now() + ttl)
-            return epoch
+            return epoch, None
 
-        epoch = await self._call("acquire lease", op)
-        if epoch is None:
+        epoch, current = await self._call("acquire lease", op)
+        if epoch == 0:
+            self._see(current)  # the holder's epoch, as the client reads it from the reply
             return None
-        self.highest_epoch_seen = max(self.highest_epoch_seen, epoch)
+        self._see(epoch)
         return LeaseGrant(epoch, sent_at)
 
+    def _see(self, epoch: int | None) -> None:
+        if epoch is not None:
+            self.highest_epoch_seen = max(self.highest_epoch_seen, epoch)
+
     async def renew(self, epoch: int, ttl: float) -> RenewResult:
+        """``scripts.RENEW``: compare-and-expire on this node's own unreleased value."""
         sent_at = self.clock()
         w = self.world
 
-        def op() -> tuple[str, str | None]:
+        def op() -> tuple[str, Key | None]:
             key = w.live_key()
             if key is None:
                 return "missing", None
             if key.holder != self.node or key.epoch != epoch or key.next_node is not None:
-                return "held_by_other", key.holder
+                return "held_by_other", replace(key)
             key.expires = w.now() + ttl
             return "renewed", None
 
-        outcome, holder = await self._call("renew lease", op)
-        return RenewResult(outcome, sent_at, holder)
+        outcome, other = await self._call("renew lease", op)
+        if other is None:
+            return RenewResult(outcome, sent_at, self.node if outcome == "renewed" else None)
+        self._see(other.epoch)
+        lease = Lease(other.holder, other.epoch, other.next_node)
+        return RenewResult(outcome, sent_at, holder=other.holder, lease=lease)
 
     async def release(self, epoch: int, next_node: str | None = None) -> bool:
+        """``scripts.RELEASE``: compare-and-delete of this node's unreleased value; naming
+        a next node leaves a released value with the same expiry."""
         w = self.world
 
         def op() -> bool:
             key = w.live_key()
             if key is None or key.holder != self.node or key.epoch != epoch:
+                return False
+            if key.next_node is not None:
                 return False
             if next_node is None:
                 w.key = None
