@@ -127,9 +127,12 @@ class Cluster(LabCluster):
 
     def env(self, node: Node) -> dict[str, str]:
         env = super().env(node)
-        real_ip = shutil.which("ip", path=env.get("PATH"))
-        if self.gates and real_ip is not None:  # `ip` through faults.json ("ip addr del")
-            write_gate(self.gate_bin(node) / "ip", "ip", [real_ip])
+        gate = self.gate_bin(node) / "ip"
+        if self.gates and not gate.exists():  # `ip` through faults.json ("ip addr del")
+            real_ip = shutil.which("ip", path=env.get("PATH"))
+            if real_ip is not None:
+                write_gate(gate, "ip", [real_ip])
+        if self.gates and gate.exists():
             env["PATH"] = os.pathsep.join([str(self.gate_bin(node)), env["PATH"]])
         env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1])
         return env

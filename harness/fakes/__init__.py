@@ -183,16 +183,21 @@ def write_gate(path: Path, name: str, real: list[str]) -> Path:
 
     path.parent.mkdir(parents=True, exist_ok=True)
     helper = path.with_name(path.name + "-gate.py")
-    helper.write_text(_GATE_PY.format(real=list(real), name=name))
-    path.write_text(
-        _GATE_SH.format(
-            name=name,
-            python=shlex.quote(sys.executable),
-            helper=shlex.quote(str(helper)),
-            real=shlex.join(real),
-        )
+    script = _GATE_SH.format(
+        name=name,
+        python=shlex.quote(sys.executable),
+        helper=shlex.quote(str(helper)),
+        real=shlex.join(real),
     )
-    path.chmod(0o755)
+    # Replaced, never rewritten in place: a running gate keeps its own copy.
+    for target, text, mode in (
+        (helper, _GATE_PY.format(real=list(real), name=name), 0o644),
+        (path, script, 0o755),
+    ):
+        tmp = target.with_name(target.name + ".new")
+        tmp.write_text(text)
+        tmp.chmod(mode)
+        os.replace(tmp, target)
     return path
 
 

@@ -61,7 +61,6 @@ class Bounds:
             "switchover_failing": 5.0,
             "vip_del_fail": 5.0,
             "drbd_secondary_fail": 5.0,
-            "testcall_fail": 5.0,
         }
     )
 
@@ -195,6 +194,7 @@ def check_chaos(
     drawn: int | None = None,
     not_applied: Sequence[tuple[str, str]] = (),
     bounds: Bounds | None = None,
+    client_problems: Sequence[str] = (),
 ) -> ChaosReport:
     lo, hi = window
     report = ChaosReport(
@@ -208,6 +208,7 @@ def check_chaos(
         recovered=recovered,
     )
     report.recorders = [f"{h.name}: {p}" for h in obs.recorders for p in RecorderHealth.problems(h)]
+    report.recorders += list(client_problems)  # e.g. a writer that stopped writing
     for name, ivs, tol in (
         ("floating IP", obs.vip, obs.tolerance("vip", SAMPLE)),
         ("Asterisk", obs.asterisk_running, obs.tolerance("asterisk_running", SAMPLE)),

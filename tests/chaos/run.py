@@ -39,7 +39,13 @@ def log(text: str) -> None:
     print(f"[chaos {time.strftime('%H:%M:%S')}] {text}", flush=True)
 
 
-def run(seconds: float, seed: int, workdir: Path, only: list[str] | None = None) -> ChaosReport:
+def run(
+    seconds: float,
+    seed: int,
+    workdir: Path,
+    only: list[str] | None = None,
+    recovery: float = RECOVERY,
+) -> ChaosReport:
     faults = schedule(seed, seconds, only=only)
     log(f"CHAOS_SEED={seed} CHAOS_SECONDS={seconds:g}: {len(faults)} faults scheduled")
     records: list[FaultRecord] = []
@@ -77,10 +83,10 @@ def run(seconds: float, seed: int, workdir: Path, only: list[str] | None = None)
             nemesis.join()
             recovered = True
             try:
-                wait_until(lambda: cluster.primary() is not None, RECOVERY, "a primary")
+                wait_until(lambda: cluster.primary() is not None, recovery, "a primary")
             except TimeoutError:
                 recovered = False
-                log(f"no primary {RECOVERY:g} s after the last fault")
+                log(f"no primary {recovery:g} s after the last fault")
             writer.stop()
             end = time.monotonic()
             obs = cluster.observations()
@@ -101,6 +107,7 @@ def run(seconds: float, seed: int, workdir: Path, only: list[str] | None = None)
         recovered=recovered,
         drawn=len(faults),
         not_applied=not_applied,
+        client_problems=[f"the writer stopped: {writer.died}"] if writer.died else [],
     )
 
 
@@ -111,6 +118,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
+    parser.add_argument(
+        "--recovery",
+        type=float,
+        default=RECOVERY,
+        help="how long the cluster has to serve again after the last fault",
+    )
     parser.add_argument(
         "--kinds",
         default=os.environ.get("CHAOS_KINDS", ""),
@@ -127,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     workdir = Path(tempfile.mkdtemp(prefix=f"chaos-{seed}-"))
     only = [k for k in args.kinds.split(",") if k] or None
-    report = run(args.seconds, seed, workdir, only)
+    report = run(args.seconds, seed, workdir, only, args.recovery)
     print(report.table(), flush=True)
     if report.ok and not args.keep:
         shutil.rmtree(workdir, ignore_errors=True)

@@ -228,3 +228,8 @@ def test_an_outage_cut_short_by_the_next_fault_still_fails_once_past_its_bound()
     assert liveness_breaches(primary, [faults[0], FaultRecord(12.0, 13.0, "bot_kill", "a")],
                              100.0, Bounds()) == [Breach(13.0, 60.0, Bounds().bound("bot_kill"),
                                                          "bot_kill on a at +12.0 s")]  # fmt: skip
+
+
+def test_a_writer_that_stopped_writing_fails_the_run() -> None:
+    report = clean_report(client_problems=["the writer stopped: OSError: boom"])
+    assert report.problems() == ["recorder: the writer stopped: OSError: boom"]

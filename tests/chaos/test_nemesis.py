@@ -17,7 +17,7 @@ def test_the_schedule_draws_operator_and_command_faults() -> None:
     drawn = {f.kind for seed in range(40) for f in schedule(seed, 300)}
     for kind in ("pause", "cordon", "clear_failed", "bot_restart_paused", "switchover_failing"):
         assert kind in drawn
-    for kind in ("vip_del_fail", "drbd_secondary_fail", "kill_hang", "testcall_fail"):
+    for kind in ("vip_del_fail", "drbd_secondary_fail", "kill_hang"):
         assert kind in drawn
     assert drawn == set(KINDS)
 

@@ -207,12 +207,16 @@ def report_mismatches(c: Cluster, node: Node) -> list[str]:
         for (name, labels), value in metrics.items()
         if name == "failoverbot_role" and dict(labels).get("node") == node.id
     }
+    holder_gauge = metrics.get(("failoverbot_lease_holder", (("node", node.id),)))
+    if role == "primary" and holder_gauge != 1:
+        out.append(f"{node.id}: primary, but failoverbot_lease_holder is {holder_gauge}")
     if {r for r, v in gauges.items() if v == 1} != {role}:
         on = sorted(r for r, v in gauges.items() if v == 1)
         out.append(f"{node.id}: /status role {role!r}, failoverbot_role says {on}")
+    # The epoch gauge is the node's own lease's (a standby exports 0): the holder's only.
     epoch = status.get("epoch")
     gauge_epoch = metrics.get(("failoverbot_lease_epoch", ()))
-    if epoch is not None and gauge_epoch != epoch:
+    if status.get("holder") == node.id and epoch is not None and gauge_epoch != epoch:
         out.append(f"{node.id}: /status epoch {epoch}, failoverbot_lease_epoch {gauge_epoch}")
     if me["freshness"] != "live" or (me["last_seen_seconds"] or 0) > status["stale_after_seconds"]:
         out.append(
