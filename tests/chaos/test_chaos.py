@@ -1,6 +1,8 @@
 """The short chaos runs ``make test`` includes: fixed seeds, the table printed.
 
-The first draws operator actions and host faults that today's product survives; the
+The first (seed 76, 40 s) draws a switchover while the primary's ``drbdadm secondary``
+fails, a replication link cut and an operator's clear-failed: faults today's product
+survives (the full draw, ``make chaos``, also has the ones it does not yet); the
 second is aimed at one fault, a switchover to a node whose DRBD promotion fails, and
 its verdict must be PASS (someone serves within the liveness bound once the fault
 has healed).
@@ -19,8 +21,8 @@ from harness.vip import netns_unavailable
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(420)]
 
-SEED = int(os.environ.get("CHAOS_SEED") or 43)
-SECONDS = float(os.environ.get("CHAOS_TEST_SECONDS") or 45)
+SEED = int(os.environ.get("CHAOS_SEED") or 76)
+SECONDS = float(os.environ.get("CHAOS_TEST_SECONDS") or 40)
 
 
 def chaos(seed: int, seconds: float, *extra: str) -> subprocess.CompletedProcess[str]:
