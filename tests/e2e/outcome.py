@@ -23,6 +23,7 @@ from bot.metrics import FAILOVER_REASONS, SELF_FENCE_REASONS, TAKEOVER_OUTCOMES
 from tests.helpers import wait_for_sync
 
 RUN_ID = re.compile(r"^[0-9a-f]{40}$")
+EVENTS_SHOWN = 50  # /status shows a node's last 50 events (bot/agent/reporter.py)
 
 
 Series = tuple[str, tuple[tuple[str, str], ...]]
@@ -222,6 +223,16 @@ def report_mismatches(c: Cluster, node: Node) -> list[str]:
         out.append(
             f"{node.id}: its own record is {me['freshness']}, "
             f"{me['last_seen_seconds']} s old (stale after {status['stale_after_seconds']} s)"
+        )
+    # The self-fence counter against the self_fence events this process showed (both
+    # start from zero with the process; /status shows its last 50 events).
+    fenced = sum(v for (name, _), v in metrics.items() if name == "failoverbot_self_fences_total")
+    events = status.get("events", [])
+    shown = sum(1 for e in events if e.get("kind") == "self_fence" and e.get("node") == node.id)
+    if shown > fenced or (len(events) < EVENTS_SHOWN and shown != fenced):
+        out.append(
+            f"{node.id}: failoverbot_self_fences_total is {fenced:g}, "
+            f"its events show {shown} self_fence"
         )
     said = (me.get("extra") or {}).get("services")
     seen = {
