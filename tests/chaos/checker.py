@@ -77,12 +77,14 @@ class Breach:
     end: float
     bound: float
     cause: str
+    began: str = ""  # when the outage began earlier: the fault it began after
 
     def describe(self, t0: float) -> str:
-        return (
+        text = (
             f"no working primary for {self.end - self.start:.1f} s from +{self.start - t0:.1f} s "
             f"(bound {self.bound:.1f} s) after {self.cause} healed"
         )
+        return f"{text}; the outage began {self.began}" if self.began else text
 
 
 @dataclass(frozen=True)
@@ -248,6 +250,8 @@ def liveness_breaches(
     stretch without a working primary must end within the fault's bound, counted from
     the heal (or from the stretch's start when it began later)."""
     ordered = sorted(faults, key=lambda f: f.start)
+    lo = min((f.start for f in ordered), default=end)
+    whole = gaps(primary, lo, end)  # to say when a breached outage really began
     out = []
     for i, f in enumerate(ordered):
         judged_until = ordered[i + 1].start if i + 1 < len(ordered) else end
@@ -256,7 +260,13 @@ def liveness_breaches(
         bound = bounds.bound(f.kind)
         for g0, g1 in gaps(primary, f.end, judged_until):
             if g1 - g0 > bound:
-                out.append(Breach(g0, g1, bound, describe_fault(f, t0)))
+                began = ""
+                first = next((w0 for w0, w1 in whole if w0 < g0 < w1 or w0 == g0), g0)
+                if first < g0:
+                    before = [x for x in ordered if x.start <= first]
+                    at = f"at +{first - t0:.1f} s"
+                    began = f"{at}, after {describe_fault(before[-1], t0)}" if before else at
+                out.append(Breach(g0, g1, bound, describe_fault(f, t0), began))
     return out
 
 

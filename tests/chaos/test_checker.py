@@ -224,12 +224,31 @@ def test_an_outage_cut_short_by_the_next_fault_still_fails_once_past_its_bound()
     ]
     [breach] = liveness_breaches(primary, faults, 100.0, Bounds())
     assert (breach.start, breach.end) == (10.0, 40.0) and "redis_restart" in breach.cause
-    # A shorter stretch before the next fault cannot be judged: no breach.
-    assert liveness_breaches(primary, [faults[0], FaultRecord(12.0, 13.0, "bot_kill", "a")],
-                             100.0, Bounds()) == [Breach(13.0, 60.0, Bounds().bound("bot_kill"),
-                                                         "bot_kill on a at +12.0 s")]  # fmt: skip
+    # A shorter stretch before the next fault cannot be judged; after that one, it is.
+    later = [faults[0], FaultRecord(12.0, 13.0, "bot_kill", "a")]
+    assert liveness_breaches(primary, later, 100.0, Bounds()) == [
+        Breach(
+            13.0,
+            60.0,
+            Bounds().bound("bot_kill"),
+            "bot_kill on a at +12.0 s",
+            "at +10.0 s, after redis_restart at +8.0 s",
+        )
+    ]
 
 
 def test_a_writer_that_stopped_writing_fails_the_run() -> None:
     report = clean_report(client_problems=["the writer stopped: OSError: boom"])
     assert report.problems() == ["recorder: the writer stopped: OSError: boom"]
+
+
+def test_a_breach_says_when_its_outage_began() -> None:
+    primary = [Interval(0.0, 10.0, "a"), Interval(60.0, 100.0, "a")]
+    faults = [
+        FaultRecord(9.0, 12.0, "kill_hang", "a"),
+        FaultRecord(14.0, 20.0, "bot_stall", "b"),
+    ]
+    [breach] = liveness_breaches(primary, faults, 100.0, Bounds())
+    assert (breach.start, breach.end) == (20.0, 60.0) and "bot_stall on b" in breach.cause
+    assert breach.began == "at +10.0 s, after kill_hang on a at +9.0 s"
+    assert "the outage began at +10.0 s, after kill_hang" in breach.describe(0.0)
