@@ -16,6 +16,13 @@ Liveness: within a window the cluster must not be without a working primary
 (floating IP and a fully booted Asterisk on the same node) for longer than the
 scenario allows.
 
+Soundness of the witnesses: a sampled history is only as good as its sampler. A
+sampler that failed to probe, or whose real gap between two samples (up to the
+moment of the verdict: one that stopped sampling has an ever-growing gap) went
+above its tolerance, could have missed an overlap shorter than that gap; every
+verdict fails then. The overlap tolerance of a sampled resource is the gap its
+sampler really had, never a number that held on a quiet machine.
+
 Pure functions only: no files, no clock, no sockets.
 """
 
@@ -265,6 +272,42 @@ def check_follows(
     return verdict
 
 
+@dataclass(frozen=True)
+class RecorderHealth:
+    """What one sampler measured about itself: its probe errors and its longest gap."""
+
+    name: str
+    samples: int
+    errors: tuple[str, ...]
+    max_gap: float  # the longest time without a sample, up to the verdict
+    tolerance: float  # the longest gap that still resolves what the scenario claims
+
+    def problems(self) -> list[str]:
+        out = []
+        if self.samples == 0:
+            out.append("took no sample")
+        if self.errors:
+            shown = "; ".join(self.errors[:3])
+            out.append(f"{len(self.errors)} probe error(s): {shown}")
+        if self.max_gap > self.tolerance:
+            out.append(
+                f"gap of {self.max_gap * 1000:.0f} ms between samples, above its tolerance "
+                f"of {self.tolerance * 1000:.0f} ms: an overlap shorter than that is invisible"
+            )
+        return out
+
+
+def check_recorders(health: Iterable[RecorderHealth]) -> Verdict:
+    """Fail on any recorder that erred or went blind for longer than its tolerance."""
+    verdict = Verdict()
+    for h in health:
+        for problem in h.problems():
+            verdict.violations.append(
+                Violation("recorder", h.name, (), 0.0, 0.0, f"{h.name}: {problem}")
+            )
+    return verdict
+
+
 @dataclass
 class Observations:
     """Everything the recorders saw during one scenario, on one monotonic clock."""
@@ -275,6 +318,13 @@ class Observations:
     drbd_primary: list[Interval] = field(default_factory=list)
     routes: list[Interval] = field(default_factory=list)
     lease: list[Interval] | None = None
+    # The samplers' own health, and per sampled resource the real gap of its sampler.
+    recorders: list[RecorderHealth] = field(default_factory=list)
+    sample_gaps: dict[str, float] = field(default_factory=dict)
+
+    def tolerance(self, resource: str, floor: float) -> float:
+        """The sampling error of ``resource``: its sampler's real gap, at least ``floor``."""
+        return max(floor, self.sample_gaps.get(resource, 0.0))
 
     def primary(self) -> list[Interval]:
         """A working primary: the floating IP and a fully booted Asterisk on one node."""
@@ -313,9 +363,13 @@ def check(obs: Observations, allowance: Allowance) -> Verdict:
     """All rules at once; an empty ``Verdict.violations`` means the scenario was safe."""
     verdict = Verdict()
     everywhere = (-math.inf, math.inf)
-    verdict.extend(check_exclusive("floating IP", obs.vip, tolerance=allowance.sample_tolerance))
+    verdict.extend(check_recorders(obs.recorders))
+    floor = allowance.sample_tolerance
+    verdict.extend(check_exclusive("floating IP", obs.vip, tolerance=obs.tolerance("vip", floor)))
     verdict.extend(
-        check_exclusive("Asterisk", obs.asterisk_running, tolerance=allowance.sample_tolerance)
+        check_exclusive(
+            "Asterisk", obs.asterisk_running, tolerance=obs.tolerance("asterisk_running", floor)
+        )
     )
     verdict.extend(check_exclusive("DRBD Primary", obs.drbd_primary))
     if obs.lease is not None:

@@ -14,17 +14,41 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bot.config import ConfigError, load_config
 from bot.lab.cluster import RESOURCE
 from bot.lab.cluster import Cluster as LabCluster
 from bot.lab.cluster import Node as Node
 from bot.lab.netns import Topology
 from harness import recorders, replication, tools
-from harness.checker import Allowance, Interval, Observations, Verdict, check, merge
-from harness.fakes import FAKES_BIN
+from harness.checker import (
+    Allowance,
+    Interval,
+    Observations,
+    RecorderHealth,
+    Verdict,
+    check,
+    merge,
+)
+from harness.fakes import FAKES_BIN, write_gate
 from harness.proxy import ProxyProcess
 from harness.vip import VipSampler
 
-__all__ = ["Cluster", "Node", "have_tools"]
+__all__ = ["Cluster", "Node", "have_tools", "read_role"]
+
+# Without a node config to read it from: the product's default fence budget.
+DEFAULT_FENCE_BUDGET = 0.5
+
+
+def read_role(node: Node) -> str:
+    """The role ``node``'s API reports; an API that does not answer is an error, never a
+    role: a "never primary" check on a dead API proves nothing."""
+    status = node.status()
+    if status is None:
+        raise AssertionError(f"{node.id}: /status did not answer: its role is unknown")
+    for entry in status.get("nodes", []):
+        if entry.get("id") == node.id:
+            return str(entry.get("role"))
+    raise AssertionError(f"{node.id}: /status shows no entry for itself: {status!r}")
 
 
 class Cluster(LabCluster):
@@ -35,6 +59,7 @@ class Cluster(LabCluster):
         *,
         proxied: bool = False,
         replication: bool = False,
+        gates: bool = False,
         **kw: Any,
     ) -> None:
         super().__init__(workdir, topology, drbd_fake=FAKES_BIN.parent / "fake.py", **kw)
@@ -44,6 +69,9 @@ class Cluster(LabCluster):
         # With ``proxied``, each bot reaches Redis and its peer through a TCP proxy that
         # a test can cut: a partition that is real at the socket level.
         self.proxied = proxied
+        # With ``gates``, each node's `ip` and Asterisk kill run through its faults.json
+        # (a broken host's commands); off by default: each call costs a Python start.
+        self.gates = gates
         self.proxies: dict[str, dict[str, ProxyProcess]] = {}
         self.vip_sampler: VipSampler | None = None
         self.pid_sampler: recorders.PidSampler | None = None
@@ -76,8 +104,16 @@ class Cluster(LabCluster):
             self.redis.url, "failover:{lab}:leader", _lease_holder
         ).start()
 
+    def gate_bin(self, node: Node) -> Path:
+        """This node's own commands that faults.json can break (first on its PATH)."""
+        return node.dir / "gate"
+
     def node_config(self, node: Node) -> dict[str, Any]:
         base = super().node_config(node)
+        if self.gates:  # the Asterisk kill through faults.json ("asterisk kill")
+            kill = base["asterisk"]["kill"]
+            gate = write_gate(self.gate_bin(node) / "asterisk-kill", "asterisk kill", kill)
+            base["asterisk"]["kill"] = [str(gate)]
         if node.id in self.proxies:
             redis_proxy = self.proxies[node.id]["redis"]
             peer_proxy = self.proxies[node.id]["peer"]
@@ -90,6 +126,13 @@ class Cluster(LabCluster):
 
     def env(self, node: Node) -> dict[str, str]:
         env = super().env(node)
+        gate = self.gate_bin(node) / "ip"
+        if self.gates and not gate.exists():  # `ip` through faults.json ("ip addr del")
+            real_ip = shutil.which("ip", path=env.get("PATH"))
+            if real_ip is not None:
+                write_gate(gate, "ip", [real_ip])
+        if self.gates and gate.exists():
+            env["PATH"] = os.pathsep.join([str(self.gate_bin(node)), env["PATH"]])
         env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1])
         return env
 
@@ -135,6 +178,26 @@ class Cluster(LabCluster):
 
     # ------------------------------------------------------------------ verdict
 
+    def samplers(self) -> list[recorders.PollingSampler]:
+        found = (self.vip_sampler, self.pid_sampler, self.drbd_sampler, self.lease_sampler)
+        return [s for s in found if s is not None]
+
+    def recorder_tolerance(self) -> float:
+        """The longest gap a sampler may have: the configured fence budget, the time in
+        which a fence must have stopped the old primary. A sampler blind for longer
+        could miss an overlap that a fence overrunning its budget leaves."""
+        budgets = []
+        for node in self.nodes.values():
+            try:
+                budgets.append(load_config(node.config_path).cluster.fence_budget)
+            except (OSError, ValueError, ConfigError):
+                continue
+        return min(budgets, default=DEFAULT_FENCE_BUDGET)
+
+    def recorder_health(self, end: float | None = None) -> list[RecorderHealth]:
+        tolerance = self.recorder_tolerance()
+        return [s.health(tolerance, end) for s in self.samplers()]
+
     def observations(self) -> Observations:
         end = time.monotonic()
         deaths = self.pid_sampler.deaths if self.pid_sampler is not None else {}
@@ -159,6 +222,15 @@ class Cluster(LabCluster):
             drbd_primary=self.drbd_sampler.intervals(end) if self.drbd_sampler else [],
             routes=routes,
             lease=self.lease_sampler.intervals(end) if self.lease_sampler else None,
+            recorders=self.recorder_health(end),
+            sample_gaps={
+                name: sampler.gap(end)
+                for name, sampler in (
+                    ("vip", self.vip_sampler),
+                    ("asterisk_running", self.pid_sampler),
+                )
+                if sampler is not None
+            },
         )
 
     def verdict(self, allowance: Allowance) -> Verdict:

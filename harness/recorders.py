@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Self
 
 from bot.lab.cluster import pid_alive, read_pidfile
-from harness.checker import Interval, merge
+from harness.checker import Interval, RecorderHealth, merge
 
 Record = dict[str, Any]
 
@@ -205,6 +205,7 @@ class PollingSampler:
         self.samples = 0
         self.errors: list[str] = []
         self.max_gap = 0.0  # longest time between two samples: the real resolution
+        self.last_sample: float | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._first = threading.Event()
@@ -246,6 +247,7 @@ class PollingSampler:
             if last is not None:
                 self.max_gap = max(self.max_gap, t - last)
             last = t
+            self.last_sample = t
             self.samples += 1
             self._first.set()
             next_at = max(next_at + self.period, t)
@@ -253,6 +255,18 @@ class PollingSampler:
 
     def on_sample(self, holders: set[str], t: float) -> None:
         """Hook for subclasses; called from the sampler thread."""
+
+    def gap(self, end: float | None = None) -> float:
+        """The longest time without a sample up to ``end`` (now): a sampler that stopped
+        sampling, or never started, has a gap that grows until the verdict."""
+        end = time.monotonic() if end is None else end
+        if self.last_sample is None:
+            return math.inf
+        return max(self.max_gap, end - self.last_sample)
+
+    def health(self, tolerance: float, end: float | None = None) -> RecorderHealth:
+        """What the verdict needs to know about this sampler (harness.checker)."""
+        return RecorderHealth(self.name, self.samples, tuple(self.errors), self.gap(end), tolerance)
 
     def holders(self) -> set[str]:
         return self.builder.holders()
@@ -308,8 +322,9 @@ class RedisKeySampler(PollingSampler):
     """Who a Redis key names, sampled: e.g. the lease holder, with a parser for its value.
 
     ``parse`` turns the raw value (``None`` when the key is missing) into a node
-    id or ``None``. An unreachable Redis is recorded as an error and keeps the
-    last holders (the lease does not vanish because the witness is down).
+    id or ``None``. An unreachable Redis (the fault under test, not the witness's)
+    is counted in ``unreachable`` and keeps the last holders (the lease does not
+    vanish because the witness is down); any other failure is a probe error.
     """
 
     def __init__(
@@ -329,9 +344,11 @@ class RedisKeySampler(PollingSampler):
         super().__init__(self._probe, period, name="redis-key-sampler")
 
     def _probe(self) -> set[str]:
+        import redis
+
         try:
             value = self._client.get(self.key)
-        except Exception as exc:
+        except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
             self.unreachable += 1
             self.last_error = f"{type(exc).__name__}: {exc}"
             return self.builder.holders()

@@ -106,6 +106,7 @@ class Writer:
         self.frozen = 0
         self.no_primary = 0
         self._n = 0
+        self.died: str | None = None  # why the writer stopped before it was stopped
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="writer", daemon=True)
 
@@ -152,10 +153,14 @@ class Writer:
                 self.refused += 1
 
     def _run(self) -> None:
-        while not self._stop.is_set():
-            t0 = time.monotonic()
-            self.write_once()
-            self._stop.wait(max(0.0, self.interval - (time.monotonic() - t0)))
+        try:
+            while not self._stop.is_set():
+                t0 = time.monotonic()
+                self.write_once()
+                self._stop.wait(max(0.0, self.interval - (time.monotonic() - t0)))
+        except Exception as exc:  # a client that stopped writing proves nothing more
+            self.died = f"{type(exc).__name__}: {exc}"
+            raise
 
     def acks_for(self, node: str) -> int:
         if not self.log.exists():

@@ -107,7 +107,9 @@ def node_record(node: str, role: str = "standby", *, ago: float = 0.0, **fields:
 def running_cluster(workdir: Path, *, primary_within: float = 30.0, **kw: Any) -> Iterator[Any]:
     """A lab cluster (``harness.cluster.Cluster(workdir, topology, **kw)``) in network
     namespaces of its own, started and with a primary; stopped and its namespaces removed
-    afterwards. Skips when namespaces or the lab's tools are missing (a failure in CI)."""
+    afterwards. Skips when namespaces or the lab's tools are missing (a failure in CI).
+    A scenario that passed is then checked once more: every running node's /status and
+    /metrics must say exactly what the recorders see (tests/e2e/outcome.py)."""
     import pytest
 
     from harness.cluster import Cluster, have_tools
@@ -116,11 +118,16 @@ def running_cluster(workdir: Path, *, primary_within: float = 30.0, **kw: Any) -
     reason = have_tools() or netns_unavailable()
     if reason:
         pytest.skip(reason)
+    from tests.e2e.outcome import assert_reports_true
+
     with Topology() as topo:
         c = Cluster(workdir, topo, **kw)
         try:
             c.start()
             c.wait_primary(within=primary_within)
             yield c
+            # Every scenario ends with the exact check of what each running node
+            # reports (the old primary too) against the recorders and its own metrics.
+            assert_reports_true(c)
         finally:
             c.stop(hand_over=False)  # a test about stopping stops the bots itself

@@ -141,3 +141,78 @@ def drbd_resource(
     if device:
         res["device"] = device
     return res
+
+
+# A real command with the failures of ``faults.json`` in front: the broken host's own
+# commands (``ip addr del`` refused, an Asterisk kill that hangs). The key is the
+# command's name and its non-option words, as for the fakes ("ip addr del"). The
+# common path is a shell's exec (a command's own time must not grow); only while
+# faults.json names this command does a Python helper look closer.
+_GATE_SH = """#!/bin/sh
+if grep -qs '"{name}' "$FAKE_STATE_DIR/faults.json"; then
+  exec {python} -IS {helper} "$@"
+fi
+exec {real} "$@"
+"""
+_GATE_PY = """import json, os, sys, time
+REAL = {real!r}
+NAME = {name!r}
+argv = sys.argv[1:]
+words = " ".join([NAME, *[a for a in argv if not a.startswith("-")]])
+try:
+    with open(os.path.join(os.environ.get("FAKE_STATE_DIR", ""), "faults.json")) as fh:
+        faults = json.load(fh)
+except (OSError, ValueError):
+    faults = {{}}
+for key, fault in faults.items():
+    if words == key or words.startswith(key + " "):
+        time.sleep(float(fault.get("sleep", 0)))
+        if "exit" in fault:
+            sys.stderr.write(fault.get("stderr", "") + "\\n")
+            sys.exit(int(fault["exit"]))
+        break
+os.execv(REAL[0], [*REAL, *argv])
+"""
+
+
+def write_gate(path: Path, name: str, real: list[str]) -> Path:
+    """Write an executable at ``path`` that runs ``real`` (plus its own arguments) unless
+    faults.json in ``$FAKE_STATE_DIR`` has a fault for ``name`` and those arguments."""
+    import shlex
+    import sys
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    helper = path.with_name(path.name + "-gate.py")
+    script = _GATE_SH.format(
+        name=name,
+        python=shlex.quote(sys.executable),
+        helper=shlex.quote(str(helper)),
+        real=shlex.join(real),
+    )
+    # Replaced, never rewritten in place: a running gate keeps its own copy.
+    for target, text, mode in (
+        (helper, _GATE_PY.format(real=list(real), name=name), 0o644),
+        (path, script, 0o755),
+    ):
+        tmp = target.with_name(target.name + ".new")
+        tmp.write_text(text)
+        tmp.chmod(mode)
+        os.replace(tmp, target)
+    return path
+
+
+def set_fault_atomic(state_dir: Path, key: str, fault: dict[str, Any] | None) -> None:
+    """Add (or with None remove) one fault; the file is replaced at once, so a command
+    reading it never sees half of it."""
+    path = state_dir / "faults.json"
+    try:
+        faults = json.loads(path.read_text())
+    except (FileNotFoundError, ValueError):
+        faults = {}
+    if fault is None:
+        faults.pop(key, None)
+    else:
+        faults[key] = fault
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(faults))
+    os.replace(tmp, path)

@@ -18,11 +18,12 @@ from typing import Any
 import jsonschema
 from prometheus_client.parser import text_string_to_metric_families
 
-from bot.lab.cluster import Cluster, Node
+from bot.lab.cluster import Cluster, Node, pid_alive
 from bot.metrics import FAILOVER_REASONS, SELF_FENCE_REASONS, TAKEOVER_OUTCOMES
 from tests.helpers import wait_for_sync
 
 RUN_ID = re.compile(r"^[0-9a-f]{40}$")
+EVENTS_SHOWN = 50  # /status shows a node's last 50 events (bot/agent/reporter.py)
 
 
 Series = tuple[str, tuple[tuple[str, str], ...]]
@@ -176,3 +177,105 @@ def assert_events_match_schema(snap: Snapshot) -> None:
     assert events, f"{snap.node} shows no events"
     bad = [(e, err.message[:200]) for e in events for err in validator.iter_errors(e)]
     assert not bad, bad[:3]
+
+
+# ----------------------------------------------------------------------------- every scenario
+
+
+def report_mismatches(c: Cluster, node: Node) -> list[str]:
+    """What ``node`` reports that is not so: its /status against the schema, its role
+    against its own role gauge, its lease epoch against its gauge, its own record's age
+    against the staleness bound, and the services it says it runs against what the
+    harness's recorders see on the machine (the address, the Asterisk pid, DRBD)."""
+    status = node.status()
+    if status is None:
+        return [f"{node.id}: /status does not answer"]
+    try:
+        metrics = read_metrics(node)
+    except OSError as exc:
+        return [f"{node.id}: /metrics does not answer: {exc}"]
+    out: list[str] = []
+    schema = json.loads((Path(__file__).resolve().parents[2] / "docs" / "status.schema.json")
+                        .read_text())  # fmt: skip
+    bad = [e.message[:160] for e in jsonschema.Draft202012Validator(schema).iter_errors(status)]
+    out += [f"{node.id}: /status breaks its schema: {m}" for m in bad[:3]]
+    me = next((n for n in status.get("nodes", []) if n.get("id") == node.id), None)
+    if me is None:
+        return [*out, f"{node.id}: /status shows no entry for itself"]
+    role = me["role"]
+    gauges = {
+        dict(labels)["role"]: value
+        for (name, labels), value in metrics.items()
+        if name == "failoverbot_role" and dict(labels).get("node") == node.id
+    }
+    holder_gauge = metrics.get(("failoverbot_lease_holder", (("node", node.id),)))
+    if role == "primary" and holder_gauge != 1:
+        out.append(f"{node.id}: primary, but failoverbot_lease_holder is {holder_gauge}")
+    if {r for r, v in gauges.items() if v == 1} != {role}:
+        on = sorted(r for r, v in gauges.items() if v == 1)
+        out.append(f"{node.id}: /status role {role!r}, failoverbot_role says {on}")
+    # The epoch gauge is the node's own lease's (a standby exports 0): the holder's only.
+    epoch = status.get("epoch")
+    gauge_epoch = metrics.get(("failoverbot_lease_epoch", ()))
+    if status.get("holder") == node.id and epoch is not None and gauge_epoch != epoch:
+        out.append(f"{node.id}: /status epoch {epoch}, failoverbot_lease_epoch {gauge_epoch}")
+    if me["freshness"] != "live" or (me["last_seen_seconds"] or 0) > status["stale_after_seconds"]:
+        out.append(
+            f"{node.id}: its own record is {me['freshness']}, "
+            f"{me['last_seen_seconds']} s old (stale after {status['stale_after_seconds']} s)"
+        )
+    # The self-fence counter against the self_fence events this process showed (both
+    # start from zero with the process; /status shows its last 50 events).
+    fenced = sum(v for (name, _), v in metrics.items() if name == "failoverbot_self_fences_total")
+    events = status.get("events", [])
+    shown = sum(1 for e in events if e.get("kind") == "self_fence" and e.get("node") == node.id)
+    if shown > fenced or (len(events) < EVENTS_SHOWN and shown != fenced):
+        out.append(
+            f"{node.id}: failoverbot_self_fences_total is {fenced:g}, "
+            f"its events show {shown} self_fence"
+        )
+    said = (me.get("extra") or {}).get("services")
+    seen = {
+        "vip": _holds(getattr(c, "vip_sampler", None), node.id),
+        "asterisk": _holds(getattr(c, "pid_sampler", None), node.id),
+        "drbd_primary": _holds(getattr(c, "drbd_sampler", None), node.id),
+    }
+    for service, held in seen.items():
+        if held is None:
+            continue
+        reported = (said or {}).get(service)
+        if reported is not held:
+            out.append(
+                f"{node.id}: reports {service}={reported}, the recorders see {held} (role {role!r})"
+            )
+    return out
+
+
+def _holds(sampler: Any, node: str) -> bool | None:
+    """Whether the harness's sampler sees ``node`` hold its resource (None: no sampler)."""
+    if sampler is None:
+        return None
+    return node in sampler.holders()
+
+
+def assert_reports_true(c: Cluster, within: float = 15.0) -> None:
+    """After a scenario: every node whose bot runs (the old primary too) reports exactly
+    what is so, within ``within`` seconds (a report may trail a change by a cycle)."""
+    last: dict[str, list[str]] = {}
+
+    def agree() -> bool:
+        for node in c.nodes.values():
+            pid = node.bot_pid()
+            if pid is None or not pid_alive(pid):
+                last[node.id] = []
+                continue
+            last[node.id] = report_mismatches(c, node)
+        return not any(last.values())
+
+    try:
+        wait_for_sync(agree, within, "every running node's reports to be true")
+    except (TimeoutError, AssertionError):
+        found = [m for ms in last.values() for m in ms]
+        raise AssertionError(
+            f"reports that are not so after {within:g} s:\n  " + "\n  ".join(found)
+        ) from None

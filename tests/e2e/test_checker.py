@@ -7,7 +7,9 @@ import math
 import signal
 import subprocess
 import sys
+import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -16,6 +18,7 @@ from harness.checker import (
     Allowance,
     Interval,
     Observations,
+    RecorderHealth,
     check,
     check_available,
     check_exclusive,
@@ -289,3 +292,81 @@ def test_timeline_shows_every_history_relative_to_t0() -> None:
     text = healthy_failover().timeline(T0)
     assert "vip       a[+0.000,+10.000), b[+10.000,+30.000)" in text
     assert "lease     a[+0.000,+9.900)" in text
+
+
+# ----------------------------------------------------------------------------- the witnesses
+
+
+def test_a_recorder_with_probe_errors_fails_the_verdict() -> None:
+    health = RecorderHealth("vip-sampler", 100, ("OSError: netlink broke",), 0.01, 0.5)
+    verdict = check(Observations(recorders=[health]), Allowance())
+    assert not verdict.ok
+    assert verdict.violations[0].kind == "recorder"
+    assert "netlink broke" in verdict.report()
+
+
+def test_a_recorder_blind_for_longer_than_its_tolerance_fails_the_verdict() -> None:
+    health = RecorderHealth("pid-sampler", 100, (), 0.8, 0.5)
+    verdict = check(Observations(recorders=[health]), Allowance())
+    assert [v.resource for v in verdict.violations] == ["pid-sampler"]
+    assert "800 ms" in verdict.report() and "invisible" in verdict.report()
+
+
+def test_the_overlap_tolerance_is_the_samplers_real_gap_not_a_quiet_machine_number() -> None:
+    # A 150 ms overlap of the floating IP with a sampler that really sampled every 10 ms:
+    # a real dual holder, whatever the caller's floor.
+    obs = Observations(vip=[iv("a", 0, 10), iv("b", 9.85, 20)], sample_gaps={"vip": 0.01})
+    assert not check(obs, Allowance(sample_tolerance=0.05)).ok
+    # The same history from a sampler that was blind for 200 ms cannot tell: within its
+    # error, and the sampler's health (its gap against its tolerance) judges it instead.
+    loose = Observations(vip=obs.vip, sample_gaps={"vip": 0.2})
+    assert check(loose, Allowance(sample_tolerance=0.05)).ok
+    blind = RecorderHealth("vip-sampler", 50, (), 0.2, 0.1)
+    assert not check(replace(loose, recorders=[blind]), Allowance(sample_tolerance=0.05)).ok
+
+
+def test_a_sampler_that_stops_sampling_fails_assert_safe(tmp_path: Path) -> None:
+    """Seeded bug in the witness: the VIP sampler's probe hangs (it stops sampling) while
+    the floating IP moves to a second node; assert_safe must fail, not pass on silence."""
+    from harness.cluster import Cluster
+
+    hang = threading.Event()
+    release = threading.Event()
+    calls = {"n": 0}
+
+    def probe() -> set[str]:
+        calls["n"] += 1
+        if calls["n"] > 3:
+            hang.set()
+            release.wait(30)
+        return {"a"}
+
+    cluster = Cluster(tmp_path / "c", None)
+    sampler = PollingSampler(probe, period=0.005, name="vip-sampler").start()
+    cluster.vip_sampler = sampler  # type: ignore[assignment]
+    try:
+        wait_for_sync(hang.is_set, 5, "the probe to hang")
+        tolerance = cluster.recorder_tolerance()
+        wait_for_sync(lambda: sampler.gap() > tolerance, 5, "the gap to pass the tolerance")
+        with pytest.raises(AssertionError, match="vip-sampler: gap of"):
+            cluster.assert_safe(Allowance(sample_tolerance=0.05))
+    finally:
+        release.set()
+        sampler.stop()
+
+
+def test_a_sampler_that_never_sampled_has_an_endless_gap() -> None:
+    sampler = PollingSampler(lambda: {"a"}, name="idle")
+    assert sampler.gap() == math.inf
+    problems = sampler.health(0.5).problems()
+    assert problems[0] == "took no sample" and "gap of inf ms" in problems[1]
+
+
+def test_a_role_read_that_fails_is_an_error_not_a_pass(tmp_path: Path) -> None:
+    from harness.cluster import Cluster, read_role
+
+    cluster = Cluster(tmp_path / "c", None)
+    node = cluster.nodes["a"]  # no bot runs: its API does not answer
+    assert node.role() is None  # the lab's lenient read: "not primary" by accident
+    with pytest.raises(AssertionError, match="role is unknown"):
+        read_role(node)

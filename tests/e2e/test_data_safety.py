@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from bot.lab.cluster import RESOURCE, wait_until
-from harness.cluster import Cluster
+from harness.cluster import Cluster, read_role
 from harness.replication import Writer, drbd_state, handler_runs
 from tests.e2e.writes import check_dir, read_acks
 from tests.helpers import running_cluster
@@ -77,7 +77,7 @@ def run_sequence(cluster: Cluster, *, restart_redis_empty: bool) -> None:
         cluster.cut(primary, "redis")
         cluster.cut(standby, "redis")
         wait_until(lambda: redis_unreachable(cluster, primary), 15, "the primary to lose Redis")
-        assert cluster.nodes[primary].role() == "primary"
+        assert read_role(cluster.nodes[primary]) == "primary"
 
         # The replication link breaks; DRBD calls the primary's fence-peer handler.
         cluster.cut_replication()
@@ -108,7 +108,7 @@ def run_sequence(cluster: Cluster, *, restart_redis_empty: bool) -> None:
         f"the standby promoted: {promoted}; handler runs: {handler_runs(cluster)}; "
         f"{len(lost)} acknowledged writes lost:\n" + "\n".join(map(str, lost[:5]))
     )
-    assert cluster.nodes[standby].role() != "primary"
+    assert read_role(cluster.nodes[standby]) != "primary"
     reasons = ready_reasons(cluster, standby)
     assert any("outdated" in r for r in reasons), reasons
 

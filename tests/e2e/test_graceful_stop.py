@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.cluster import Cluster
+from harness.cluster import Cluster, read_role
 from tests.e2e.test_scenarios import SAFE, allow, settle
 from tests.helpers import running_cluster, wait_for_sync
 
@@ -62,7 +62,7 @@ def test_stop_with_a_call_up_drains_and_hands_over(cluster: Cluster) -> None:
     # The call holds the hand-over: the standby waits, the primary still serves it.
     hold_until = time.monotonic() + 2.0
     while time.monotonic() < hold_until:
-        assert cluster.nodes[standby].role() != "primary", "took over with the call up"
+        assert read_role(cluster.nodes[standby]) != "primary", "took over with the call up"
         assert node.asterisk_pid() == ast_pid, "Asterisk stopped under the call"
         time.sleep(0.1)
     t_hangup = time.monotonic()
@@ -112,5 +112,5 @@ def test_stop_without_a_ready_standby_alerts_and_fences(cluster: Cluster) -> Non
     messages = bus_events(cluster)
     assert any("stopping without a hand-over" in m for m in messages), messages
     assert node.asterisk_pid() != ast_pid, "Asterisk survived the stop without a standby"
-    assert cluster.nodes[standby].role() != "primary"
+    assert read_role(cluster.nodes[standby]) != "primary"
     cluster.assert_safe(SAFE)

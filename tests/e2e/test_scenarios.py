@@ -24,7 +24,7 @@ import pytest
 from bot.lab.cluster import supervisor_records
 from bot.metrics import FAILOVER_REASONS, SELF_FENCE_REASONS
 from harness.checker import Allowance
-from harness.cluster import Cluster
+from harness.cluster import Cluster, read_role
 from tests.e2e.outcome import (
     Snapshot,
     after_takeover,
@@ -133,7 +133,7 @@ def assert_stays(c: Cluster, primary: str, window: float) -> None:
     """Nothing moves for ``window`` seconds: the same primary, the other never primary."""
     deadline = time.monotonic() + window
     while time.monotonic() < deadline:
-        assert c.nodes[other(primary)].role() != "primary", "the standby took over"
+        assert read_role(c.nodes[other(primary)]) != "primary", "the standby took over"
         time.sleep(0.2)
     assert c.primary() == primary
 
@@ -253,7 +253,7 @@ def test_standby_not_ready_does_not_take_over(cluster: Cluster) -> None:
     cluster.kill_host(primary)
     deadline = time.monotonic() + QUIET
     while time.monotonic() < deadline:
-        assert cluster.nodes[standby].role() != "primary"
+        assert read_role(cluster.nodes[standby]) != "primary"
         time.sleep(0.2)
     assert any("not ready" in str(e.get("message", "")) for e in events_of(cluster, standby)), (
         "no alert that the standby cannot take over"
@@ -276,7 +276,7 @@ def test_planned_switchover_waits_for_calls_to_drain(cluster: Cluster) -> None:
     assert t_request - 1.0 <= pending["requested_at"] <= time.time(), pending
     assert_stays_demoting = time.monotonic() + 1.5
     while time.monotonic() < assert_stays_demoting:
-        assert cluster.nodes[standby].role() != "primary", "switched before the calls drained"
+        assert read_role(cluster.nodes[standby]) != "primary", "switched before the calls drained"
         time.sleep(0.1)
     t_drained = time.monotonic()
     node.ami_control_cmd({"cmd": "channels", "count": 0})
@@ -295,7 +295,7 @@ def test_pause_then_kill_primary_nothing_until_resume(cluster: Cluster) -> None:
     cluster.kill_host(primary)
     deadline = time.monotonic() + QUIET
     while time.monotonic() < deadline:
-        assert cluster.nodes[standby].role() == "paused"
+        assert read_role(cluster.nodes[standby]) == "paused"
         time.sleep(0.2)
     t_resume = time.monotonic()
     assert cluster.nodes[standby].post("/resume", {}) == 202

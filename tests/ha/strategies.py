@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from hypothesis import strategies as st
 
-from tests.ha.world import NODES, Fault, Scenario
+from tests.ha.world import COMMANDS, NODES, Fault, Scenario
 
 # Bounded drift: the default drift_margin (100 ms on a 3 s lease) covers two
 # clocks that are each up to 1.5 % off.
@@ -21,6 +21,10 @@ DURATIONS = {
     "redis_restart": (0.0, 0.0),
     "sick": (1.0, 8.0),
 }
+# A command on one node that fails, hangs until its limit, or succeeds late (a broken
+# host: drbdadm, ip addr, the Asterisk kill), for a while.
+COMMAND_FAULTS = {"cmd_fail": (0.5, 8.0), "cmd_hang": (0.5, 8.0), "cmd_late": (0.5, 8.0)}
+ALL_DURATIONS = {**DURATIONS, **COMMAND_FAULTS}
 
 
 @st.composite
@@ -30,13 +34,14 @@ def faults(
     durations: dict[str, tuple[float, float]] | None = None,
 ) -> Fault:
     kind = draw(st.sampled_from(kinds))
-    lo, hi = {**DURATIONS, **(durations or {})}[kind]
+    lo, hi = {**ALL_DURATIONS, **(durations or {})}[kind]
     return Fault(
         kind=kind,
         node="*" if kind == "peer_cut" else draw(st.sampled_from(NODES)),
         start=draw(st.floats(3.0, 12.0)),
         duration=draw(st.floats(lo, hi)),
         fenced=draw(st.booleans()),
+        command=draw(st.sampled_from(COMMANDS)) if kind in COMMAND_FAULTS else "",
     )
 
 
