@@ -60,6 +60,8 @@ ln -sfn "$PREFIX/bin/failover-bot" "$BINDIR/failover-bot"
 # The guide and every file it names, where the unit's Documentation= points.
 install -d "$DOCDIR"
 cp -R "$SRC/deploy" "$DOCDIR/"
+# The dashboard the guide's "Monitoring" imports into Grafana.
+if [ -d "$SRC/grafana" ]; then cp -R "$SRC/grafana" "$DOCDIR/"; fi
 install -m 0644 "$SRC/README.md" "$DOCDIR/README.md"
 
 install -d -m 0750 -g failover "$CONFDIR"
