@@ -13,6 +13,7 @@ import grp
 import ipaddress
 import json
 import os
+import re
 import shutil
 import stat
 import subprocess
@@ -60,6 +61,10 @@ class Host:
     which: Callable[[str], str | None] = shutil.which
     local_addresses: Callable[[], set[str]] | None = None
     route_source: Callable[[str], str | None] | None = None  # source address toward a host
+    # The bot unit's properties as the running systemd has them (None: not known there).
+    systemctl_show: Callable[[str], dict[str, str] | None] | None = field(
+        default_factory=lambda: _systemctl_show
+    )
     findings: list[Finding] = field(default_factory=list)
 
 
@@ -417,6 +422,93 @@ async def _peer(cfg: Config) -> list[Finding]:
     return out
 
 
+def _systemctl_show(unit: str) -> dict[str, str] | None:
+    if not Path("/run/systemd/system").is_dir():
+        return None
+    code, out = _run(
+        ["systemctl", "show", "-p", "LoadState,WatchdogUSec,TimeoutStopUSec,Nice", unit]
+    )
+    shown = dict(line.partition("=")[::2] for line in out.splitlines() if "=" in line)
+    if code != 0 or shown.get("LoadState") != "loaded":
+        return None
+    return shown
+
+
+def check_bot_unit(cfg: Config, host: Host) -> list[Finding]:
+    """WatchdogSec against the lease timings, the fast profile's priority, TimeoutStopSec
+    against the stop's hand-over."""
+    from bot import unitcheck as u
+
+    shown = host.systemctl_show(u.UNIT) if host.systemctl_show else None
+    if shown is not None:
+        settings, where = u.from_show(shown), "systemctl show"
+    else:
+        texts = u.unit_texts(host.unit_dirs)
+        if texts is None:
+            fix = "make install-host (deploy/README.md, step 2), then systemctl daemon-reload"
+            return [Finding("systemd.watchdog", False, f"no {u.UNIT} installed", fix)]
+        settings, where = u.service_settings(texts), "the unit file and drop-ins"
+    c = cfg.cluster
+    limit = u.watchdog_limit(c.lease_ttl, c.renew_interval, c.fence_budget)
+    rule = f"lease_ttl - renew_interval - fence_budget = {u.ms(limit)}"
+    fix = f"systemctl edit failover-bot: [Service] WatchdogSec={u.ms(limit)}"
+    out: list[Finding] = []
+    watchdog = u.parse_timespan(settings.get("WatchdogSec", "0"))
+    if watchdog is None:
+        text = settings["WatchdogSec"]
+        out.append(Finding("systemd.watchdog", False, f"WatchdogSec={text} unreadable", fix))
+    elif watchdog == 0:
+        out.append(
+            Finding(
+                "systemd.watchdog", False, f"watchdog off ({where}): a stalled bot is never killed",
+                fix,
+            )
+        )  # fmt: skip
+    elif watchdog > limit + 1e-9:
+        out.append(
+            Finding(
+                "systemd.watchdog", False,
+                f"WatchdogSec={u.ms(watchdog)} ({where}) exceeds {rule}: a stalled primary "
+                "keeps its services after its lease ran out",
+                fix,
+            )
+        )  # fmt: skip
+    else:
+        out.append(Finding("systemd.watchdog", True, f"WatchdogSec={u.ms(watchdog)} <= {rule}"))
+    if c.lease_ttl < u.FAST_LEASE:
+        nice_text = settings.get("Nice", "0")
+        nice = int(nice_text) if re.fullmatch(r"-?\d+", nice_text) else 0
+        if nice > u.FAST_NICE:
+            out.append(
+                Finding(
+                    "systemd.nice", False,
+                    f"Nice={nice} with a {u.ms(c.lease_ttl)} lease (fast profile): a bot that "
+                    "waits for the CPU a few hundred ms is a false failover",
+                    f"systemctl edit failover-bot: [Service] Nice={u.FAST_NICE}; give Redis "
+                    "the same priority",
+                )
+            )  # fmt: skip
+        else:
+            out.append(Finding("systemd.nice", True, f"Nice={nice} (fast profile)"))
+    from bot.graceful import DEMOTE_MARGIN
+
+    need = c.stop_drain_timeout + DEMOTE_MARGIN + u.STOP_SLACK
+    stop = u.parse_timespan(settings.get("TimeoutStopSec", "90s"))
+    if stop is not None and 0 < stop < need:
+        out.append(
+            Finding(
+                "systemd.stop_timeout", False,
+                f"TimeoutStopSec={stop:g}s < stop_drain_timeout + hand-over = {need:g}s: "
+                "systemd kills the bot in the middle of its stop's hand-over",
+                f"systemctl edit failover-bot: [Service] TimeoutStopSec={need:g}s",
+            )
+        )  # fmt: skip
+    else:
+        shown_stop = "infinity" if not stop else f"{stop:g}s"
+        out.append(Finding("systemd.stop_timeout", True, f"TimeoutStopSec={shown_stop}"))
+    return out
+
+
 def check_clock(host: Host) -> list[Finding]:
     try:
         source = host.clocksource.read_text().strip()
@@ -445,6 +537,7 @@ def host_findings(cfg: Config, host: Host | None = None, *, network: bool = True
         check_mounts(cfg),
         check_drbd(cfg, host),
         check_asterisk_unit(cfg, host),
+        check_bot_unit(cfg, host),
         check_api(cfg, host),
         check_clock(host),
     )

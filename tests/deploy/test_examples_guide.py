@@ -160,3 +160,27 @@ def test_guide_install_works_on_debian_12() -> None:
     assert "same uid/gid on both nodes" in guide.lower()
     assert "contrib/systemd/asterisk.service" in guide
     assert "journalctl -u failover-bot" in guide
+
+
+# What the fast profile changes (deploy/README.md, "Timing profiles"); nothing else.
+FAST_ONLY = {
+    ("cluster", "lease_ttl"),
+    ("cluster", "renew_interval"),
+    ("cluster", "drift_margin"),
+    ("cluster", "fence_budget"),
+    ("redis", "timeout"),
+}
+
+
+@pytest.mark.parametrize("node", ["a", "b"])
+def test_fast_profile_differs_from_the_default_only_in_its_timings(node: str) -> None:
+    default, fast = example(f"node-{node}.toml"), example(f"fast-{node}.toml")
+    differ = {
+        (section, key)
+        for section in default.keys() | fast.keys()
+        for key in (default.get(section, {}).keys() | fast.get(section, {}).keys())
+        if default.get(section, {}).get(key) != fast.get(section, {}).get(key)
+    }
+    assert differ == FAST_ONLY, f"fast-{node}.toml differs in {sorted(differ - FAST_ONLY)}"
+    header = (DEPLOY / "examples" / f"fast-{node}.toml").read_text()
+    assert "Only the [cluster] lease timings and [redis] timeout differ" in header
