@@ -21,7 +21,7 @@ import aiohttp
 from bot.bus import Bus, BusCorrupt, BusError
 from bot.bus.status import build_status, merge_answers
 from bot.commands.base import CannotRun, VerbFailed, add_config_arg, config_from_args, run_async
-from bot.config import Config, parse_duration
+from bot.config import BUS_SECRETS, Config, parse_duration
 
 PEER_TIMEOUT = 2.0
 
@@ -85,7 +85,7 @@ def _duration(text: str) -> float:
 
 @contextlib.asynccontextmanager
 async def _bus(args: argparse.Namespace) -> AsyncIterator[tuple[Config, Bus]]:
-    cfg = config_from_args(args)
+    cfg = config_from_args(args, secrets=BUS_SECRETS)
     bus = Bus.from_config(cfg)
     try:
         yield cfg, bus
@@ -208,7 +208,7 @@ async def gather_status(cfg: Config) -> dict[str, Any]:
 
 
 async def status(args: argparse.Namespace) -> int:
-    cfg = config_from_args(args)
+    cfg = config_from_args(args, secrets=BUS_SECRETS)
     if args.watch is not None:
         return await watch(cfg, args.watch, as_json=args.json)
     obj = await gather_status(cfg)
