@@ -285,8 +285,9 @@ class AsteriskConfig:
         ["systemctl", "start", "asterisk"], "Command that starts Asterisk.", "argv"
     )
     stop: list[str] = opt(
-        ["systemctl", "stop", "asterisk"],
-        "Command that stops Asterisk (idempotent, as systemctl stop is).",
+        ["systemctl", "stop", "--job-mode=ignore-dependencies", "asterisk"],
+        "Command that stops Asterisk (idempotent, as systemctl stop is); at once even "
+        "during a shutdown, where the bot's unit is stopped before Asterisk's.",
         "argv",
     )
     kill: list[str] = opt(

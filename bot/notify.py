@@ -47,6 +47,8 @@ KINDS: dict[str, str] = {
     "drbd_fence_peer_failed": "critical",
     "drbd_split_brain": "critical",
     "force_promote": "critical",
+    "drill_passed": "info",
+    "drill_failed": "critical",
 }
 
 # Results passed to on_result (label of failoverbot_webhooks_total{result}).
