@@ -376,7 +376,7 @@ def _route_source(peer_host: str) -> str | None:
     return str(source) if source else None
 
 
-async def _redis(cfg: Config) -> Finding:
+async def _redis(cfg: Config) -> list[Finding]:
     from bot.bus import Bus, BusError
 
     bus = Bus.from_config(cfg)
@@ -384,12 +384,39 @@ async def _redis(cfg: Config) -> Finding:
     try:
         await bus.connect()
         run_id = await bus.server_run_id()
-        return Finding("redis", True, f"{where}: answers (run_id {run_id[:8]})")
+        seen = await bus.last_seen_times()
     except (BusError, OSError) as exc:
         fix = "Redis and Sentinel up? firewall 6379/26379? passwords?"
-        return Finding("redis", False, f"{where}: {_short(exc)}", fix)
+        return [Finding("redis", False, f"{where}: {_short(exc)}", fix)]
     finally:
         await bus.close()
+    return [
+        Finding("redis", True, f"{where}: answers (run_id {run_id[:8]})"),
+        cluster_name_finding(cfg, seen),
+    ]
+
+
+def cluster_name_finding(cfg: Config, seen: dict[str, tuple[float, str | None]]) -> Finding:
+    """Several pairs may share one Redis/Sentinel, each under its own cluster.name; nodes
+    this configuration does not know writing under our name are another pair (or a
+    renamed node): both pairs would fight over one lease."""
+    ours = {cfg.node.id, *cfg.peer_ids}
+    foreign = sorted(set(seen) - ours)
+    name = cfg.cluster.name
+    if not foreign:
+        return Finding("cluster.name", True, f"{name}: no other nodes under failover:{{{name}}}")
+    import time
+
+    ages = ", ".join(f"{n} (last seen {time.time() - seen[n][0]:.0f} s ago)" for n in foreign)
+    return Finding(
+        "cluster.name",
+        False,
+        f"{name}: nodes this configuration does not name write under failover:{{{name}}} on "
+        f"this Redis: {ages}; two pairs with one name share one lease",
+        "give each pair its own cluster.name (deploy/README.md, several pairs on one "
+        "Sentinel); a node renamed on purpose: its old entry goes once removed from "
+        f"failover:{{{name}}}:nodes and :seen",
+    )
 
 
 def _short(exc: BaseException, limit: int = 160) -> str:
@@ -545,7 +572,7 @@ def host_findings(cfg: Config, host: Host | None = None, *, network: bool = True
     if network:
 
         async def both() -> list[Finding]:
-            return [await _redis(cfg), *await _peer(cfg)]
+            return [*await _redis(cfg), *await _peer(cfg)]
 
         out += asyncio.run(both())
     return out

@@ -256,3 +256,43 @@ def test_systemd_time_spans() -> None:
     assert parse_timespan("1min") == 60 and parse_timespan("5") == 5
     assert parse_timespan("0") == 0 and parse_timespan("infinity") == 0
     assert parse_timespan("soon") is None and parse_timespan("3 parsecs") is None
+
+
+async def _publish(cfg_text: str, tmp_path: Path, node: str) -> None:
+    from bot.bus import Bus
+    from tests.helpers import node_record
+
+    bus = Bus.from_config(parse_config(cfg_text, tmp_path))
+    try:
+        await bus.connect()
+        await bus.publish_node_record(node_record(node))
+    finally:
+        await bus.close()
+
+
+def test_another_pair_under_the_same_cluster_name_is_named(
+    tmp_path: Path, redis_server: object
+) -> None:
+    import asyncio
+
+    def pair_config(me: str, peer: str) -> str:
+        return (
+            f'[node]\nid = "{me}"\nstate_dir = "{tmp_path}/state"\n'
+            f'[cluster]\nname = "pbx"\nsecret_file = "{tmp_path}/cluster.secret"\n'
+            f'peers = [{{ id = "{peer}", api = "http://127.0.0.1:9" }}]\n'
+            f'[redis]\nurl = "{redis_server.url}"\n'  # type: ignore[attr-defined]
+            '[api]\nlisten = "127.0.0.1:9440"\n'
+        )
+
+    _secret(tmp_path, "cluster.secret", 0o600)
+    ours = pair_config("pbx-a", "pbx-b")
+    asyncio.run(_publish(ours, tmp_path, "pbx-a"))
+    host = Host(unit_dirs=(tmp_path,), systemctl_show=None)
+    lines = [f.line() for f in host_findings(parse_config(ours, tmp_path), host)]
+    assert any(line.startswith("OK       cluster.name: pbx") for line in lines), lines
+    # A second pair on the same Redis, configured with the same name by mistake.
+    asyncio.run(_publish(pair_config("pbx2-a", "pbx2-b"), tmp_path, "pbx2-a"))
+    lines = [f.line() for f in host_findings(parse_config(ours, tmp_path), host)]
+    named = [line for line in lines if "cluster.name" in line]
+    assert named and named[0].startswith("PROBLEM") and "pbx2-a" in named[0], lines
+    assert "give each pair its own cluster.name" in named[0]
