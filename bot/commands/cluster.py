@@ -292,7 +292,29 @@ def format_status(obj: dict[str, Any]) -> str:
         if reasons or notes:
             lines.append(f"{'':<12} " + "; ".join([*reasons, *notes]))
     lines += [f"problem: {p}" for p in obj.get("problems", [])]
+    advice = cold_start_advice(obj)
+    if advice:
+        lines.append(advice)
     return "\n".join(lines)
+
+
+def cold_start_advice(obj: dict[str, Any]) -> str | None:
+    """With no node reporting, which one to start first: the last primary, whose data
+    is the newest as far as the bus knows; DRBD has the last word once both connect."""
+    nodes = [n for n in obj.get("nodes", []) if isinstance(n, dict)]
+    if not nodes or any(n.get("freshness") in ("live", "skewed") for n in nodes):
+        return None
+    drbd = "DRBD decides once both are up: `drbdadm status` shows UpToDate on the newer disk"
+    last = [n for n in nodes if str(n.get("role", "")).endswith("(was primary)")]
+    if len(last) == 1:
+        n = last[0]
+        seen = n.get("last_seen_seconds")
+        ago = f", last seen {seen:.0f} s ago" if isinstance(seen, (int, float)) else ""
+        return (
+            f"COLD START: no node reports. Start {n.get('id')} first: it was primary last"
+            f"{ago}, so its data is the newest as far as Redis knows; {drbd}."
+        )
+    return f"COLD START: no node reports and Redis does not know the last primary; {drbd}."
 
 
 # ---------------------------------------------------------------------- controls
