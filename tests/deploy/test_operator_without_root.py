@@ -77,6 +77,11 @@ def operator() -> Iterator[Operator]:
     )  # fmt: skip
     if same.stdout.strip() != str(sys.version_info[:2]):
         pytest.skip(f"{SYSTEM_PYTHON} is not Python {sys.version_info[0]}.{sys.version_info[1]}")
+    # redis-py needs async_timeout below Python 3.11.3 (Debian 12 has 3.11.2).
+    need = "import sys; sys.version_info >= (3, 11, 3) or __import__('async_timeout')"
+    probe = [str(SYSTEM_PYTHON), "-c", need]
+    if subprocess.run(probe, capture_output=True, timeout=30).returncode != 0:
+        pytest.skip("the Debian package python3-async-timeout is not installed")
     from harness.cluster import Cluster
 
     name = "fbop" + secrets.token_hex(3)
