@@ -86,11 +86,13 @@ class Secret:
     __str__ = __repr__
 
     def __eq__(self, other: object) -> bool:
-        if not isinstance(other, Secret):
+        # The same source (and, once both are read, the same value); the hash is the
+        # source's, so it never changes when a deferred secret is read.
+        if not isinstance(other, Secret) or other.source != self.source:
             return False
         if self.loaded and other.loaded:
             return other._value == self._value
-        return (self.source, self._base) == (other.source, other._base)
+        return self._base == other._base
 
     def __hash__(self) -> int:
         return hash(self.source)
