@@ -17,6 +17,7 @@ import re
 import shutil
 import stat
 import subprocess
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +33,8 @@ UNIT_DIRS = (
     Path("/usr/lib/systemd/system"),
 )
 COMMAND_TIMEOUT = 5.0
+RTT_SAMPLES = 5
+RTT_HEADROOM = 5.0  # redis.timeout must be at least this many round trips
 GOOD_CLOCKSOURCES = ("tsc", "kvm-clock", "arch_sys_counter", "hyperv_clocksource_tsc_page")
 
 
@@ -385,6 +388,11 @@ async def _redis(cfg: Config) -> list[Finding]:
         await bus.connect()
         run_id = await bus.server_run_id()
         seen = await bus.last_seen_times()
+        rtts = []
+        for _ in range(RTT_SAMPLES):
+            started = time.monotonic()
+            await bus.read_lease()
+            rtts.append(time.monotonic() - started)
     except (BusError, OSError) as exc:
         fix = "Redis and Sentinel up? firewall 6379/26379? passwords?"
         return [Finding("redis", False, f"{where}: {_short(exc)}", fix)]
@@ -392,8 +400,27 @@ async def _redis(cfg: Config) -> list[Finding]:
         await bus.close()
     return [
         Finding("redis", True, f"{where}: answers (run_id {run_id[:8]})"),
+        round_trip_finding(cfg, sorted(rtts)[len(rtts) // 2]),
         cluster_name_finding(cfg, seen),
     ]
+
+
+def round_trip_finding(cfg: Config, rtt: float) -> Finding:
+    """A Redis that answers in more than a fifth of redis.timeout leaves no margin: load
+    or one retransmission turns into missed renewals (the fast profile needs well
+    under 10 ms for its 50 ms timeout)."""
+    limit = cfg.redis.timeout / RTT_HEADROOM
+    what = f"round trip {rtt * 1000:.1f} ms (median of {RTT_SAMPLES} reads)"
+    if rtt <= limit:
+        return Finding("redis.timeout", True, f"{what} <= redis.timeout / {RTT_HEADROOM:g}")
+    return Finding(
+        "redis.timeout",
+        False,
+        f"{what} > redis.timeout / {RTT_HEADROOM:g} = {limit * 1000:.0f} ms: renewals "
+        "would time out under load",
+        "put Redis on the PBX servers' LAN, or use a profile with a longer redis.timeout "
+        "(deploy/README.md, Timing profiles)",
+    )
 
 
 def cluster_name_finding(cfg: Config, seen: dict[str, tuple[float, str | None]]) -> Finding:
@@ -405,7 +432,6 @@ def cluster_name_finding(cfg: Config, seen: dict[str, tuple[float, str | None]])
     name = cfg.cluster.name
     if not foreign:
         return Finding("cluster.name", True, f"{name}: no other nodes under failover:{{{name}}}")
-    import time
 
     ages = ", ".join(f"{n} (last seen {time.time() - seen[n][0]:.0f} s ago)" for n in foreign)
     return Finding(

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.config import parse_config
+from bot.config import Config, parse_config
 from bot.hostcheck import Finding, Host, check_secret_mode, host_findings
 from tests.deploy.conftest import REPO
 
@@ -296,3 +296,16 @@ def test_another_pair_under_the_same_cluster_name_is_named(
     named = [line for line in lines if "cluster.name" in line]
     assert named and named[0].startswith("PROBLEM") and "pbx2-a" in named[0], lines
     assert "give each pair its own cluster.name" in named[0]
+
+
+def test_redis_round_trip_against_the_timeout() -> None:
+    from bot.hostcheck import round_trip_finding
+
+    def cfg(timeout: str) -> Config:
+        text = f'[node]\nid = "a"\n[cluster]\nname = "t"\n[redis]\ntimeout = "{timeout}"\n'
+        return parse_config(text)
+
+    assert round_trip_finding(cfg("500ms"), 0.002).ok
+    fast = round_trip_finding(cfg("50ms"), 0.015)
+    assert not fast.ok and "10 ms" in fast.detail and "15.0 ms" in fast.detail, fast
+    assert round_trip_finding(cfg("50ms"), 0.004).ok
