@@ -10,6 +10,7 @@ import sys
 from bot import __version__
 from bot.commands import modules_for
 from bot.commands.base import EXIT_CANNOT_RUN, EXIT_FAILED, CannotRun, VerbFailed
+from bot.config import ConfigError
 from bot.logsetup import setup_logging
 
 
@@ -66,6 +67,9 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_FAILED
     except CannotRun as exc:
         print(f"cannot run: {exc}", file=sys.stderr)
+        return EXIT_CANNOT_RUN
+    except ConfigError as exc:  # a secret read at its first use (see bot.config.Secret)
+        print("cannot run: configuration invalid:\n  " + "\n  ".join(exc.lines()), file=sys.stderr)
         return EXIT_CANNOT_RUN
     except KeyboardInterrupt:
         return 130

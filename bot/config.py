@@ -45,15 +45,39 @@ class Secret:
     Its value is reachable only through ``reveal()``; ``str``/``repr`` never show it,
     so a secret that ends up in a log line, an exception or a status object shows
     as ``***`` (with its source, which is not secret).
+
+    A *deferred* secret (``Secret.deferred``) is read at its first ``reveal()``: a
+    verb that does not need it never opens its file, so an operator without read
+    access to it can still run that verb. An unreadable deferred secret raises
+    ``ConfigError`` naming its key.
     """
 
-    __slots__ = ("_value", "source")
+    __slots__ = ("_base", "_key", "_value", "source")
 
     def __init__(self, value: str, source: str) -> None:
-        self._value = value
+        self._value: str | None = value
         self.source = source
+        self._key = ""
+        self._base = Path(".")
+
+    @classmethod
+    def deferred(cls, source: str, base_dir: Path, key: str) -> Secret:
+        secret = cls("", source)
+        secret._value = None
+        secret._key = key
+        secret._base = base_dir
+        return secret
+
+    @property
+    def loaded(self) -> bool:
+        return self._value is not None
 
     def reveal(self) -> str:
+        if self._value is None:
+            try:
+                self._value = read_secret(self.source, self._base).reveal()
+            except ValueError as exc:
+                raise ConfigError([(self._key, str(exc))]) from None
         return self._value
 
     def __repr__(self) -> str:
@@ -62,10 +86,16 @@ class Secret:
     __str__ = __repr__
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, Secret) and other._value == self._value
+        # The same source (and, once both are read, the same value); the hash is the
+        # source's, so it never changes when a deferred secret is read.
+        if not isinstance(other, Secret) or other.source != self.source:
+            return False
+        if self.loaded and other.loaded:
+            return other._value == self._value
+        return self._base == other._base
 
     def __hash__(self) -> int:
-        return hash(self._value)
+        return hash(self.source)
 
 
 def _doc(doc: str, kind: str | None = None, **extra: Any) -> dict[str, Any]:
@@ -257,8 +287,9 @@ class AsteriskConfig:
         ["systemctl", "start", "asterisk"], "Command that starts Asterisk.", "argv"
     )
     stop: list[str] = opt(
-        ["systemctl", "stop", "asterisk"],
-        "Command that stops Asterisk (idempotent, as systemctl stop is).",
+        ["systemctl", "stop", "--job-mode=ignore-dependencies", "asterisk"],
+        "Command that stops Asterisk (idempotent, as systemctl stop is); at once even "
+        "during a shutdown, where the bot's unit is stopped before Asterisk's.",
         "argv",
     )
     kill: list[str] = opt(
@@ -488,11 +519,23 @@ def split_hostport(text: str) -> tuple[str, int]:
     return host.strip("[]"), port
 
 
+ALL_SECRETS = None  # load_config(secrets=...): every secret read at load time
+# What the cluster verbs (status, events, check, pause, switchover...) read: the
+# Redis passwords, root:failover 0640 in the guide. Nothing else is opened.
+BUS_SECRETS = frozenset({"redis.password_file", "redis.sentinel_password_file"})
+
+
+def _secret_key(key: str) -> str:
+    """``notify.webhooks[0].url_file`` -> ``notify.webhooks.url_file``."""
+    return re.sub(r"\[\d+\]", "", key)
+
+
 class _Walker:
     """Converts raw TOML values into the dataclasses, collecting every problem."""
 
-    def __init__(self, base_dir: Path) -> None:
+    def __init__(self, base_dir: Path, secrets: frozenset[str] | None = ALL_SECRETS) -> None:
         self.base_dir = base_dir
+        self.secrets = secrets
         self.problems: list[tuple[str, str]] = []
 
     def fail(self, key: str, reason: str) -> None:
@@ -583,7 +626,10 @@ class _Walker:
                 raise ValueError('must be whole seconds from 1s to 60s, or "off"')
             return seconds
         if kind == "secret":
-            return read_secret(_need(str, raw), self.base_dir)
+            spec = _need(str, raw)
+            if self.secrets is not None and _secret_key(key) not in self.secrets:
+                return Secret.deferred(spec, self.base_dir, key)
+            return read_secret(spec, self.base_dir)
         if kind == "ident":
             text = _need(str, raw)
             if not _IDENT_RE.match(text):
@@ -839,7 +885,7 @@ def _cross_checks(cfg: Config, problems: list[tuple[str, str]]) -> None:
         if not mount.path.startswith("/"):
             problems.append(("drbd.mount", f"mount path {mount.path!r} must be absolute"))
     for i, hook in enumerate(cfg.notify.webhooks):
-        if not re.match(r"^https?://", hook.url_file.reveal()):
+        if hook.url_file.loaded and not re.match(r"^https?://", hook.url_file.reveal()):
             problems.append(
                 (f"notify.webhooks[{i}].url_file", "does not hold an http:// or https:// URL")
             )
@@ -877,13 +923,19 @@ def _check_api_reachable(cfg: Config, problems: list[tuple[str, str]]) -> None:
             return
 
 
-def parse_config(text: str, base_dir: Path | str = ".") -> Config:
-    """Parse TOML text; raise ConfigError listing every problem."""
+def parse_config(
+    text: str, base_dir: Path | str = ".", *, secrets: frozenset[str] | None = ALL_SECRETS
+) -> Config:
+    """Parse TOML text; raise ConfigError listing every problem.
+
+    ``secrets``: the secret keys (``redis.password_file``, ``notify.webhooks.url_file``)
+    read now; the others are read at their first use. Default: all of them now.
+    """
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([("", f"not valid TOML: {exc}")]) from None
-    walker = _Walker(Path(base_dir))
+    walker = _Walker(Path(base_dir), secrets)
     cfg = walker.build(Config, raw, "")
     problems = walker.problems
     if cfg is not None:
@@ -896,8 +948,8 @@ def parse_config(text: str, base_dir: Path | str = ".") -> Config:
     return typing.cast(Config, cfg)
 
 
-def load_config(path: str | Path) -> Config:
-    """Read and validate a node's configuration file."""
+def load_config(path: str | Path, *, secrets: frozenset[str] | None = ALL_SECRETS) -> Config:
+    """Read and validate a node's configuration file (``secrets``: see parse_config)."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -907,7 +959,7 @@ def load_config(path: str | Path) -> Config:
         raise ConfigError([("", f"{path}: {exc.strerror or exc}")]) from None
     except UnicodeDecodeError:
         raise ConfigError([("", f"{path}: not UTF-8 text")]) from None
-    return parse_config(text, path.parent)
+    return parse_config(text, path.parent, secrets=secrets)
 
 
 def summary(cfg: Config) -> str:

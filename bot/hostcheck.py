@@ -14,6 +14,7 @@ import ipaddress
 import json
 import math
 import os
+import re
 import shutil
 import stat
 import subprocess
@@ -33,6 +34,8 @@ UNIT_DIRS = (
     Path("/usr/lib/systemd/system"),
 )
 COMMAND_TIMEOUT = 5.0
+RTT_SAMPLES = 5
+RTT_HEADROOM = 5.0  # redis.timeout must be at least this many round trips
 GOOD_CLOCKSOURCES = ("tsc", "kvm-clock", "arch_sys_counter", "hyperv_clocksource_tsc_page")
 
 
@@ -62,6 +65,10 @@ class Host:
     which: Callable[[str], str | None] = shutil.which
     local_addresses: Callable[[], set[str]] | None = None
     route_source: Callable[[str], str | None] | None = None  # source address toward a host
+    # The bot unit's properties as the running systemd has them (None: not known there).
+    systemctl_show: Callable[[str], dict[str, str] | None] | None = field(
+        default_factory=lambda: _systemctl_show
+    )
     findings: list[Finding] = field(default_factory=list)
 
 
@@ -416,7 +423,7 @@ def _route_source(peer_host: str) -> str | None:
     return str(source) if source else None
 
 
-async def _redis(cfg: Config) -> Finding:
+async def _redis(cfg: Config) -> list[Finding]:
     from bot.bus import Bus, BusError
 
     bus = Bus.from_config(cfg)
@@ -424,12 +431,62 @@ async def _redis(cfg: Config) -> Finding:
     try:
         await bus.connect()
         run_id = await bus.server_run_id()
-        return Finding("redis", True, f"{where}: answers (run_id {run_id[:8]})")
+        seen = await bus.last_seen_times()
+        rtts = []
+        for _ in range(RTT_SAMPLES):
+            started = time.monotonic()
+            await bus.read_lease()
+            rtts.append(time.monotonic() - started)
     except (BusError, OSError) as exc:
         fix = "Redis and Sentinel up? firewall 6379/26379? passwords?"
-        return Finding("redis", False, f"{where}: {_short(exc)}", fix)
+        return [Finding("redis", False, f"{where}: {_short(exc)}", fix)]
     finally:
         await bus.close()
+    return [
+        Finding("redis", True, f"{where}: answers (run_id {run_id[:8]})"),
+        round_trip_finding(cfg, sorted(rtts)[len(rtts) // 2]),
+        cluster_name_finding(cfg, seen),
+    ]
+
+
+def round_trip_finding(cfg: Config, rtt: float) -> Finding:
+    """A Redis that answers in more than a fifth of redis.timeout leaves no margin: load
+    or one retransmission turns into missed renewals (the fast profile needs well
+    under 10 ms for its 50 ms timeout)."""
+    limit = cfg.redis.timeout / RTT_HEADROOM
+    what = f"round trip {rtt * 1000:.1f} ms (median of {RTT_SAMPLES} reads)"
+    if rtt <= limit:
+        return Finding("redis.timeout", True, f"{what} <= redis.timeout / {RTT_HEADROOM:g}")
+    return Finding(
+        "redis.timeout",
+        False,
+        f"{what} > redis.timeout / {RTT_HEADROOM:g} = {limit * 1000:.0f} ms: renewals "
+        "would time out under load",
+        "put Redis on the PBX servers' LAN, or use a profile with a longer redis.timeout "
+        "(deploy/README.md, Timing profiles)",
+    )
+
+
+def cluster_name_finding(cfg: Config, seen: dict[str, tuple[float, str | None]]) -> Finding:
+    """Several pairs may share one Redis/Sentinel, each under its own cluster.name; nodes
+    this configuration does not know writing under our name are another pair (or a
+    renamed node): both pairs would fight over one lease."""
+    ours = {cfg.node.id, *cfg.peer_ids}
+    foreign = sorted(set(seen) - ours)
+    name = cfg.cluster.name
+    if not foreign:
+        return Finding("cluster.name", True, f"{name}: no other nodes under failover:{{{name}}}")
+
+    ages = ", ".join(f"{n} (last seen {time.time() - seen[n][0]:.0f} s ago)" for n in foreign)
+    return Finding(
+        "cluster.name",
+        False,
+        f"{name}: nodes this configuration does not name write under failover:{{{name}}} on "
+        f"this Redis: {ages}; two pairs with one name share one lease",
+        "give each pair its own cluster.name (deploy/README.md, several pairs on one "
+        "Sentinel); a node renamed on purpose: its old entry goes once removed from "
+        f"failover:{{{name}}}:nodes and :seen",
+    )
 
 
 def _short(exc: BaseException, limit: int = 160) -> str:
@@ -462,6 +519,93 @@ async def _peer(cfg: Config) -> list[Finding]:
     return out
 
 
+def _systemctl_show(unit: str) -> dict[str, str] | None:
+    if not Path("/run/systemd/system").is_dir():
+        return None
+    code, out = _run(
+        ["systemctl", "show", "-p", "LoadState,WatchdogUSec,TimeoutStopUSec,Nice", unit]
+    )
+    shown = dict(line.partition("=")[::2] for line in out.splitlines() if "=" in line)
+    if code != 0 or shown.get("LoadState") != "loaded":
+        return None
+    return shown
+
+
+def check_bot_unit(cfg: Config, host: Host) -> list[Finding]:
+    """WatchdogSec against the lease timings, the fast profile's priority, TimeoutStopSec
+    against the stop's hand-over."""
+    from bot import unitcheck as u
+
+    shown = host.systemctl_show(u.UNIT) if host.systemctl_show else None
+    if shown is not None:
+        settings, where = u.from_show(shown), "systemctl show"
+    else:
+        texts = u.unit_texts(host.unit_dirs)
+        if texts is None:
+            fix = "make install-host (deploy/README.md, step 2), then systemctl daemon-reload"
+            return [Finding("systemd.watchdog", False, f"no {u.UNIT} installed", fix)]
+        settings, where = u.service_settings(texts), "the unit file and drop-ins"
+    c = cfg.cluster
+    limit = u.watchdog_limit(c.lease_ttl, c.renew_interval, c.fence_budget)
+    rule = f"lease_ttl - renew_interval - fence_budget = {u.ms(limit)}"
+    fix = f"systemctl edit failover-bot: [Service] WatchdogSec={u.ms(limit)}"
+    out: list[Finding] = []
+    watchdog = u.parse_timespan(settings.get("WatchdogSec", "0"))
+    if watchdog is None:
+        text = settings["WatchdogSec"]
+        out.append(Finding("systemd.watchdog", False, f"WatchdogSec={text} unreadable", fix))
+    elif watchdog == 0:
+        out.append(
+            Finding(
+                "systemd.watchdog", False, f"watchdog off ({where}): a stalled bot is never killed",
+                fix,
+            )
+        )  # fmt: skip
+    elif watchdog > limit + 1e-9:
+        out.append(
+            Finding(
+                "systemd.watchdog", False,
+                f"WatchdogSec={u.ms(watchdog)} ({where}) exceeds {rule}: a stalled primary "
+                "keeps its services after its lease ran out",
+                fix,
+            )
+        )  # fmt: skip
+    else:
+        out.append(Finding("systemd.watchdog", True, f"WatchdogSec={u.ms(watchdog)} <= {rule}"))
+    if c.lease_ttl < u.FAST_LEASE:
+        nice_text = settings.get("Nice", "0")
+        nice = int(nice_text) if re.fullmatch(r"-?\d+", nice_text) else 0
+        if nice > u.FAST_NICE:
+            out.append(
+                Finding(
+                    "systemd.nice", False,
+                    f"Nice={nice} with a {u.ms(c.lease_ttl)} lease (fast profile): a bot that "
+                    "waits for the CPU a few hundred ms is a false failover",
+                    f"systemctl edit failover-bot: [Service] Nice={u.FAST_NICE}; give Redis "
+                    "the same priority",
+                )
+            )  # fmt: skip
+        else:
+            out.append(Finding("systemd.nice", True, f"Nice={nice} (fast profile)"))
+    from bot.agent.stop import DEMOTE_MARGIN
+
+    need = c.stop_drain_timeout + DEMOTE_MARGIN + u.STOP_SLACK
+    stop = u.parse_timespan(settings.get("TimeoutStopSec", "90s"))
+    if stop is not None and 0 < stop < need:
+        out.append(
+            Finding(
+                "systemd.stop_timeout", False,
+                f"TimeoutStopSec={stop:g}s < stop_drain_timeout + hand-over = {need:g}s: "
+                "systemd kills the bot in the middle of its stop's hand-over",
+                f"systemctl edit failover-bot: [Service] TimeoutStopSec={need:g}s",
+            )
+        )  # fmt: skip
+    else:
+        shown_stop = "infinity" if not stop else f"{stop:g}s"
+        out.append(Finding("systemd.stop_timeout", True, f"TimeoutStopSec={shown_stop}"))
+    return out
+
+
 def check_clock(host: Host) -> list[Finding]:
     try:
         source = host.clocksource.read_text().strip()
@@ -491,6 +635,7 @@ def host_findings(cfg: Config, host: Host | None = None, *, network: bool = True
         check_drbd(cfg, host),
         check_asterisk_unit(cfg, host),
         check_fence_timing(cfg, host),
+        check_bot_unit(cfg, host),
         check_api(cfg, host),
         check_clock(host),
     )
@@ -498,7 +643,7 @@ def host_findings(cfg: Config, host: Host | None = None, *, network: bool = True
     if network:
 
         async def both() -> list[Finding]:
-            return [await _redis(cfg), *await _peer(cfg)]
+            return [*await _redis(cfg), *await _peer(cfg)]
 
         out += asyncio.run(both())
     return out

@@ -50,6 +50,8 @@ KINDS: dict[str, str] = {
     "paused_lease_lost": "critical",
     "fence_peer": "critical",
     "lease_pttl": "warning",
+    "drill_passed": "info",
+    "drill_failed": "critical",
 }
 
 # Results passed to on_result (label of failoverbot_webhooks_total{result}).

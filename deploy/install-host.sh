@@ -10,7 +10,8 @@
 #   CONFDIR     the configuration directory (default /etc/failover-bot)
 #
 # Idempotent: run it again with a newer wheelhouse to upgrade (deploy/README.md,
-# "Upgrade and rollback": the previous virtualenv is kept as PREFIX.previous).
+# "Upgrade and rollback": each version in PREFIX.d/, PREFIX and PREFIX.previous
+# link to the current and the previous one).
 set -eu
 
 PREFIX=${PREFIX:-/opt/failover-bot}
@@ -40,19 +41,44 @@ if ! getent passwd failover >/dev/null; then
         --shell /usr/sbin/nologin --comment "failover-bot operators" failover
 fi
 
-# The old virtualenv is kept as PREFIX.previous (rollback) and put back if the
-# new one does not install or run.
-if [ -d "$PREFIX" ]; then
-    rm -rf "$PREFIX.previous"
-    mv "$PREFIX" "$PREFIX.previous"
-fi
-if ! { "$PYTHON" -m venv "$PREFIX" &&
-       "$PREFIX/bin/pip" install --quiet --no-index --find-links "$WHEELHOUSE" failover-bot &&
-       "$PREFIX/bin/failover-bot" --version; }; then
-    rm -rf "$PREFIX"
-    if [ -d "$PREFIX.previous" ]; then mv "$PREFIX.previous" "$PREFIX"; fi
+# Each version gets a virtualenv of its own, PREFIX.d/VERSION-STAMP, and PREFIX is a
+# symbolic link to the current one. A running bot keeps importing from its own
+# directory (its interpreter's path is the real one, written by pip into the
+# command's first line): nothing it has open or will import is renamed or replaced
+# under it until it is restarted. The previous version stays as PREFIX.previous
+# (rollback, deploy/README.md "Upgrade and rollback").
+RELEASES="$PREFIX.d"
+STAMP=$(date +%Y%m%d%H%M%S)
+# A venv cannot be moved after pip wrote its paths: NEW is the release's final name.
+NEW="$RELEASES/$STAMP-$$"
+install -d "$RELEASES"
+if ! { "$PYTHON" -m venv "$NEW" &&
+       "$NEW/bin/pip" install --quiet --no-index --find-links "$WHEELHOUSE" failover-bot &&
+       VERSION=$("$NEW/bin/failover-bot" --version); }; then
+    rm -rf "$NEW"
     die "the new version did not install; $PREFIX is unchanged"
 fi
+if [ -d "$PREFIX" ] && [ ! -L "$PREFIX" ]; then
+    # A virtualenv of an older install-host, in place: becomes a release itself (the
+    # last rename of a running bot's directory: restart it after this install).
+    mv "$PREFIX" "$RELEASES/legacy-$STAMP"
+    ln -sfn "$RELEASES/legacy-$STAMP" "$PREFIX"
+    echo "install-host: $PREFIX was a directory, now $RELEASES/legacy-$STAMP: restart failover-bot" >&2
+fi
+PREVIOUS=$(readlink "$PREFIX" 2>/dev/null || true)
+ln -sfn "$NEW" "$PREFIX.tmp" && mv -T "$PREFIX.tmp" "$PREFIX"
+if [ -n "$PREVIOUS" ] && [ "$PREVIOUS" != "$NEW" ]; then
+    ln -sfn "$PREVIOUS" "$PREFIX.previous.tmp" && mv -T "$PREFIX.previous.tmp" "$PREFIX.previous"
+fi
+# Older releases go, unless a running process still uses one.
+KEEP_PREVIOUS=$(readlink "$PREFIX.previous" 2>/dev/null || true)
+for release in "$RELEASES"/*; do
+    [ -d "$release" ] || continue
+    [ "$release" = "$NEW" ] || [ "$release" = "$KEEP_PREVIOUS" ] && continue
+    if grep -qsF "$release/" /proc/[0-9]*/cmdline 2>/dev/null; then continue; fi
+    rm -rf "$release"
+done
+echo "$VERSION in $NEW"
 
 install -d "$BINDIR"
 ln -sfn "$PREFIX/bin/failover-bot" "$BINDIR/failover-bot"
@@ -60,6 +86,8 @@ ln -sfn "$PREFIX/bin/failover-bot" "$BINDIR/failover-bot"
 # The guide and every file it names, where the unit's Documentation= points.
 install -d "$DOCDIR"
 cp -R "$SRC/deploy" "$DOCDIR/"
+# The dashboard the guide's "Monitoring" imports into Grafana.
+if [ -d "$SRC/grafana" ]; then cp -R "$SRC/grafana" "$DOCDIR/"; fi
 install -m 0644 "$SRC/README.md" "$DOCDIR/README.md"
 
 install -d -m 0750 -g failover "$CONFDIR"

@@ -122,7 +122,7 @@ class Reporter:
         self.link = link
         self.sd = sd
         self.clock = clock
-        self._redis_ok = False
+        self._redis_ok: bool | None = None
         self._alerts_seen: set[str] = set()
         self._was_healthy = True
         self._stuck_reported = False
@@ -140,10 +140,12 @@ class Reporter:
         self._stuck_standby(ha, obs)
 
     def _redis(self, ok: bool) -> None:
+        # None until the first answer: Redis answering at start is no news ("again"
+        # only after a loss); not answering at start is.
         if ok != self._redis_ok:
-            if ok:
+            if ok and self._redis_ok is False:
                 self.events("redis_back", "Redis answers again", alert=True)
-            else:
+            elif not ok:
                 self.events("redis_lost", "Redis does not answer", alert=True)
         self._redis_ok = ok
         self.metrics.redis_up.set(1 if ok else 0)

@@ -26,6 +26,7 @@ COMMAND_MODULES: dict[str, tuple[str, ...]] = {
         "events",
     ),
     "check": ("check",),
+    "drill": ("drill",),
     "actions": ("fence-local",),
     "drbd": ("drbd-fence-peer", "drbd-split-brain", "force-promote"),
     "ami": ("test-call", "ami"),

@@ -36,8 +36,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.set_defaults(handler=run_async(_test_call))
 
 
+AMI_SECRETS = frozenset({"ami.secret_file"})
+
+
 def _client(args: argparse.Namespace) -> AmiClient:
-    return AmiClient.from_config(config_from_args(args).ami)
+    return AmiClient.from_config(config_from_args(args, secrets=AMI_SECRETS).ami)
 
 
 async def _connected(client: AmiClient) -> None:
@@ -50,7 +53,7 @@ async def _connected(client: AmiClient) -> None:
 
 
 async def _test_call(args: argparse.Namespace) -> int:
-    cfg = config_from_args(args)
+    cfg = config_from_args(args, secrets=AMI_SECRETS)
     if cfg.test_call is None:
         raise CannotRun("configuration has no [test_call] section")
     client = AmiClient.from_config(cfg.ami)

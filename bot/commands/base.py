@@ -7,7 +7,7 @@ import asyncio
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from bot.config import DEFAULT_CONFIG_PATH, Config, ConfigError, load_config
+from bot.config import ALL_SECRETS, DEFAULT_CONFIG_PATH, Config, ConfigError, load_config
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -34,9 +34,13 @@ def add_config_arg(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def config_from_args(args: argparse.Namespace) -> Config:
+def config_from_args(
+    args: argparse.Namespace, *, secrets: frozenset[str] | None = ALL_SECRETS
+) -> Config:
+    """The verb's configuration; ``secrets``: the secret keys it needs read now (others
+    are read only if used, so a verb never fails on a secret it does not need)."""
     try:
-        return load_config(args.config)
+        return load_config(args.config, secrets=secrets)
     except ConfigError as exc:
         raise CannotRun("configuration invalid:\n  " + "\n  ".join(exc.lines())) from None
 

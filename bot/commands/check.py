@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bot.commands.base import CannotRun, add_config_arg, config_from_args
+from bot.config import BUS_SECRETS
 
 OK, WARNING, CRITICAL, UNKNOWN = 0, 1, 2, 3
 LABELS = {OK: "OK", WARNING: "WARNING", CRITICAL: "CRITICAL", UNKNOWN: "UNKNOWN"}
@@ -62,7 +63,7 @@ async def _check(args: argparse.Namespace) -> CheckResult:
     from bot.commands.cluster import gather_status
 
     try:
-        cfg = config_from_args(args)
+        cfg = config_from_args(args, secrets=BUS_SECRETS)
         obj = await gather_status(cfg)
     except CannotRun as exc:
         return CheckResult(UNKNOWN, str(exc).replace("\n", " "))

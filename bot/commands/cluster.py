@@ -21,7 +21,7 @@ import aiohttp
 from bot.bus import Bus, BusCorrupt, BusError
 from bot.bus.status import build_status, merge_answers
 from bot.commands.base import CannotRun, VerbFailed, add_config_arg, config_from_args, run_async
-from bot.config import Config, parse_duration
+from bot.config import BUS_SECRETS, Config, parse_duration
 
 PEER_TIMEOUT = 2.0
 
@@ -85,7 +85,7 @@ def _duration(text: str) -> float:
 
 @contextlib.asynccontextmanager
 async def _bus(args: argparse.Namespace) -> AsyncIterator[tuple[Config, Bus]]:
-    cfg = config_from_args(args)
+    cfg = config_from_args(args, secrets=BUS_SECRETS)
     bus = Bus.from_config(cfg)
     try:
         yield cfg, bus
@@ -208,7 +208,7 @@ async def gather_status(cfg: Config) -> dict[str, Any]:
 
 
 async def status(args: argparse.Namespace) -> int:
-    cfg = config_from_args(args)
+    cfg = config_from_args(args, secrets=BUS_SECRETS)
     if args.watch is not None:
         return await watch(cfg, args.watch, as_json=args.json)
     obj = await gather_status(cfg)
@@ -292,7 +292,29 @@ def format_status(obj: dict[str, Any]) -> str:
         if reasons or notes:
             lines.append(f"{'':<12} " + "; ".join([*reasons, *notes]))
     lines += [f"problem: {p}" for p in obj.get("problems", [])]
+    advice = cold_start_advice(obj)
+    if advice:
+        lines.append(advice)
     return "\n".join(lines)
+
+
+def cold_start_advice(obj: dict[str, Any]) -> str | None:
+    """With no node reporting, which one to start first: the last primary, whose data
+    is the newest as far as the bus knows; DRBD has the last word once both connect."""
+    nodes = [n for n in obj.get("nodes", []) if isinstance(n, dict)]
+    if not nodes or any(n.get("freshness") in ("live", "skewed") for n in nodes):
+        return None
+    drbd = "DRBD decides once both are up: `drbdadm status` shows UpToDate on the newer disk"
+    last = [n for n in nodes if str(n.get("role", "")).endswith("(was primary)")]
+    if len(last) == 1:
+        n = last[0]
+        seen = n.get("last_seen_seconds")
+        ago = f", last seen {seen:.0f} s ago" if isinstance(seen, (int, float)) else ""
+        return (
+            f"COLD START: no node reports. Start {n.get('id')} first: it was primary last"
+            f"{ago}, so its data is the newest as far as Redis knows; {drbd}."
+        )
+    return f"COLD START: no node reports and Redis does not know the last primary; {drbd}."
 
 
 # ---------------------------------------------------------------------- controls

@@ -227,7 +227,8 @@ verbose = 0
 debug = 0
 """,
         )
-        # The project's files as shipped; the lab adds to them below, never edits them.
+        # The project's files as shipped; the lab adds to them below and moves only the
+        # one path outside /etc/asterisk (chan_dahdi's channel list) into its directory.
         for src in sorted(self.deploy_dir.glob("*.conf")):
             shutil.copyfile(src, self.etc / src.name)
         present = {m for m in MODULES if (mods / m).exists()}
@@ -278,9 +279,18 @@ debug = 0
         ):
             if not (self.etc / name).exists():
                 self._put(name, "; the defaults\n")
-        # chan_dahdi.conf includes the spans dahdi_genconf would write: none here.
+        # chan_dahdi.conf includes the spans dahdi_genconf writes on each node, from
+        # outside the replicated /etc/asterisk: the lab's own (empty) list instead.
         if not (self.etc / "dahdi-channels.conf").exists():
             self._put("dahdi-channels.conf", "; no DAHDI hardware in the lab\n")
+        dahdi = self.etc / "chan_dahdi.conf"
+        if dahdi.exists():
+            dahdi.write_text(
+                dahdi.read_text().replace(
+                    '#include "/etc/dahdi/dahdi-channels.conf"',
+                    f'#include "{self.etc / "dahdi-channels.conf"}"',
+                )
+            )
         self._put("extensions_lab.conf", LAB_DIALPLAN)
         self._put(
             "extensions.conf",

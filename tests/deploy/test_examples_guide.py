@@ -160,3 +160,44 @@ def test_guide_install_works_on_debian_12() -> None:
     assert "same uid/gid on both nodes" in guide.lower()
     assert "contrib/systemd/asterisk.service" in guide
     assert "journalctl -u failover-bot" in guide
+
+
+# What the fast profile changes (deploy/README.md, "Timing profiles"); nothing else.
+FAST_ONLY = {
+    ("cluster", "lease_ttl"),
+    ("cluster", "renew_interval"),
+    ("cluster", "drift_margin"),
+    ("cluster", "fence_budget"),
+    ("redis", "timeout"),
+}
+
+
+@pytest.mark.parametrize("node", ["a", "b"])
+def test_fast_profile_differs_from_the_default_only_in_its_timings(node: str) -> None:
+    default, fast = example(f"node-{node}.toml"), example(f"fast-{node}.toml")
+    differ = {
+        (section, key)
+        for section in default.keys() | fast.keys()
+        for key in (default.get(section, {}).keys() | fast.get(section, {}).keys())
+        if default.get(section, {}).get(key) != fast.get(section, {}).get(key)
+    }
+    assert differ == FAST_ONLY, f"fast-{node}.toml differs in {sorted(differ - FAST_ONLY)}"
+    header = (DEPLOY / "examples" / f"fast-{node}.toml").read_text()
+    assert "Only the [cluster] lease timings and [redis] timeout differ" in header
+
+
+@pytest.mark.parametrize(
+    "address,says",
+    [('"2001:db8::10/64"', "IPv6 floating addresses are not supported yet"),
+     ('["192.0.2.10/24", "192.0.2.11/24"]', "expected a string")],
+)  # fmt: skip
+def test_what_the_guide_says_of_ipv6_and_several_addresses(address: str, says: str) -> None:
+    from bot.config import ConfigError, parse_config
+
+    assert says in " ".join(GUIDE.read_text().split())
+    node = '[node]\nid = "a"\n[cluster]\nname = "t"\n'
+    text = f'{node}[vip]\naddress = {address}\ninterface = "eth0"\n'
+    with pytest.raises(ConfigError) as refused:
+        parse_config(text)
+    assert refused.value.problems == [("vip.address", refused.value.problems[0][1])]
+    assert says in refused.value.problems[0][1]

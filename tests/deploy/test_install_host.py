@@ -97,6 +97,32 @@ def test_install_host_into_a_temporary_root(tmp_path: Path) -> None:
     assert (root / "etc/systemd/system/failover-bot.service").read_text() == UNIT.read_text()
     assert (root / "etc/systemd/system/asterisk.service.d/failover-bot.conf").exists()
     grp.getgrnam("failover")  # the operators' group exists
+    # A running bot (the interpreter its command's first line names) keeps the files it
+    # imports from through two upgrades; the previous version is kept for a rollback.
+    interpreter = (prefix / "bin/failover-bot").read_text().splitlines()[0].removeprefix("#!")
+    running = subprocess.Popen(
+        [interpreter, "-c", "import bot, time; print(bot.__file__, flush=True); time.sleep(600)"],
+        stdout=subprocess.PIPE, text=True, cwd="/",
+    )  # fmt: skip
+    try:
+        assert running.stdout is not None
+        imported = Path(running.stdout.readline().strip())
+        inode = imported.stat().st_ino
+        for upgrade in (1, 2):
+            again = subprocess.run(
+                ["sh", str(SCRIPT)], env=env, capture_output=True, text=True, timeout=240,
+                check=False,
+            )  # fmt: skip
+            assert again.returncode == 0, again.stdout + again.stderr
+            assert imported.exists() and imported.stat().st_ino == inode, (
+                f"upgrade {upgrade} replaced {imported} under the running bot"
+            )
+        previous = Path(str(prefix) + ".previous")
+        assert previous.is_symlink() and (previous / "bin/failover-bot").exists()
+        assert os.path.realpath(previous) != os.path.realpath(prefix)
+    finally:
+        running.kill()
+        running.wait(10)
     conf = (root / "etc/failover-bot").stat()
     assert conf.st_mode & 0o777 == 0o750 and grp.getgrgid(conf.st_gid).gr_name == "failover"
     # A failed upgrade (nothing to install from) leaves the working version in place.

@@ -7,6 +7,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -218,3 +219,23 @@ def test_dashboard_matches_grafana_schema() -> None:
     schema = json.loads(SCHEMA.read_text())
     errors = list(jsonschema.Draft7Validator(schema).iter_errors(json.loads(DASHBOARD.read_text())))
     assert not errors, [f"{list(e.absolute_path)}: {e.message[:200]}" for e in errors]
+
+
+def test_a_shutdown_stops_the_bot_before_asterisk() -> None:
+    """systemd stops units in the reverse of their start order: with the bot ordered
+    after Asterisk, a reboot or `systemctl stop` of both runs the bot's stop (drain,
+    hand-over) first, while Asterisk still carries the calls."""
+    unit = (REPO / "deploy" / "systemd" / "failover-bot.service").read_text()
+    after = " ".join(re.findall(r"^After=(.*)$", unit, re.M)).split()
+    assert "asterisk.service" in after, after
+    for pulls in ("Wants", "Requires", "BindsTo", "Requisite"):
+        # Ordering only: the bot alone decides whether Asterisk runs.
+        named = " ".join(re.findall(rf"^{pulls}=(.*)$", unit, re.M)).split()
+        assert "asterisk.service" not in named, pulls
+    # The bot stops Asterisk itself during its own stop; a plain `systemctl stop` would
+    # join the shutdown's queued stop job, which waits for the bot: a deadlock until
+    # TimeoutStopSec. The examples' stop runs at once.
+    for example in sorted((REPO / "deploy" / "examples").glob("*.toml")):
+        stop = tomllib.loads(example.read_text())["asterisk"]["stop"]
+        if stop[:2] == ["systemctl", "stop"]:
+            assert "--job-mode=ignore-dependencies" in stop, f"{example.name}: {stop}"

@@ -325,3 +325,35 @@ def test_settings_hash_ignores_node_local_values(tmp_path: Path) -> None:
 def test_loop_url_is_refused(tmp_path: Path) -> None:
     text = minimal(tmp_path, extra='[rseries]\nport = "loop://"\n')
     assert "loop://" in problems(text, tmp_path)["rseries.port"]
+
+
+def test_a_verb_reads_only_the_secrets_it_asks_for(tmp_path: Path) -> None:
+    from bot.config import BUS_SECRETS, ConfigError, load_config
+
+    (tmp_path / "redis.password").write_text("r3dis\n")
+    (tmp_path / "node.toml").write_text(
+        '[node]\nid = "a"\n[cluster]\nname = "t"\n'
+        'peers = [{ id = "b", api = "http://127.0.0.2:9440" }]\n'
+        'secret_file = "cluster.secret"\n'  # missing: as unreadable as a root-only file
+        '[redis]\npassword_file = "redis.password"\n'
+        '[ami]\nsecret_file = "ami.secret"\n'
+        '[notify]\nwebhooks = [{ url_file = "slack.url" }]\n'
+    )
+    # Every secret at once (run, check-config): each unreadable one is named.
+    with pytest.raises(ConfigError) as everything:
+        load_config(tmp_path / "node.toml")
+    keys = {key for key, _ in everything.value.problems}
+    assert keys == {"cluster.secret_file", "ami.secret_file", "notify.webhooks[0].url_file"}
+    # The cluster verbs: the Redis password only; the others are never opened...
+    cfg = load_config(tmp_path / "node.toml", secrets=BUS_SECRETS)
+    assert cfg.redis.password_file is not None
+    assert cfg.redis.password_file.reveal() == "r3dis"
+    assert cfg.cluster.secret_file is not None and not cfg.cluster.secret_file.loaded
+    # ...unless used: then the error names the key, as at load time.
+    with pytest.raises(ConfigError) as used:
+        cfg.cluster.secret_file.reveal()
+    assert used.value.problems[0][0] == "cluster.secret_file"
+    assert "cluster.secret" in used.value.problems[0][1]
+    (tmp_path / "cluster.secret").write_text("k3y\n")
+    assert cfg.cluster.secret_file.reveal() == "k3y"
+    assert "k3y" not in repr(cfg)
