@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import shutil
+import subprocess
 from pathlib import Path
 
 PACKAGES_FILE = Path(__file__).resolve().parent.parent / "tests" / "debian-packages.txt"
@@ -21,22 +22,36 @@ class UndeclaredTool(LookupError):
 
 
 @functools.cache
-def declared() -> dict[str, str]:
-    """Each declared command and the Debian package that provides it."""
-    tools: dict[str, str] = {}
+def _lines() -> list[tuple[str, list[str]]]:
+    out = []
     for raw in PACKAGES_FILE.read_text().splitlines():
         line = raw.split("#", 1)[0].split()
-        if not line:
-            continue
-        package, *commands = line
-        for command in commands:
-            tools[command] = package
-    return tools
+        if line:
+            out.append((line[0], line[1:]))
+    return out
+
+
+def declared() -> dict[str, str]:
+    """Each declared command and the Debian package that provides it."""
+    return {command: package for package, commands in _lines() for command in commands}
 
 
 def packages() -> list[str]:
     """The declared Debian packages, in the file's order."""
-    return list(dict.fromkeys(declared().values()))
+    return [package for package, _ in _lines()]
+
+
+def package_missing(package: str) -> str | None:
+    """Why a declared Debian package (one a test needs for more than a command) is not
+    there, or None."""
+    if package not in packages():
+        raise UndeclaredTool(f"package {package!r} is not declared in {PACKAGES_FILE.name}")
+    status = subprocess.run(
+        ["dpkg-query", "-W", "-f=${Status}", package], capture_output=True, text=True, timeout=30
+    ).stdout
+    if "install ok installed" in status:
+        return None
+    return f"the Debian package {package} is not installed (`make test` installs it)"
 
 
 def package_of(tool: str) -> str:

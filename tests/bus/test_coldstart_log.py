@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from bot.coldstart import recorded_epochs, summary, verdict
+from harness import tools
 
 
 def test_the_disk_states_say_whose_data_is_newer() -> None:
@@ -28,12 +29,11 @@ def test_the_epochs_come_from_the_state_file_or_its_backup(tmp_path: Path) -> No
 
 
 def test_a_lab_bot_logs_its_data_at_start(tmp_path: Path) -> None:
-    import shutil
 
     import pytest
 
-    if shutil.which("redis-server") is None:
-        pytest.skip("redis-server is not installed")
+    if reason := tools.missing("redis-server"):
+        pytest.skip(reason)
     from harness.cluster import Cluster
 
     cluster = Cluster(tmp_path / "lab", None)

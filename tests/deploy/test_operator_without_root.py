@@ -26,6 +26,7 @@ from typing import Any
 import pytest
 
 from bot.lab.cluster import toml_dumps
+from harness import tools
 from tests.deploy.conftest import REPO
 from tests.helpers import require_root
 
@@ -67,10 +68,10 @@ def _sh(*argv: str) -> None:
 
 @pytest.fixture(scope="module")
 def operator() -> Iterator[Operator]:
-    if not require_root() or shutil.which("redis-server") is None:
-        pytest.skip("needs root (a throwaway user) and redis-server")
-    if shutil.which("useradd") is None or shutil.which("runuser") is None:
-        pytest.skip("needs useradd and runuser")
+    if not require_root():
+        pytest.skip("needs root (a throwaway user)")
+    if reason := tools.missing("redis-server", "useradd", "groupadd", "runuser"):
+        pytest.skip(reason)
     same = subprocess.run(
         [str(SYSTEM_PYTHON), "-c", "import sys; print(sys.version_info[:2])"],
         capture_output=True, text=True, timeout=30,
@@ -80,8 +81,9 @@ def operator() -> Iterator[Operator]:
     # redis-py needs async_timeout below Python 3.11.3 (Debian 12 has 3.11.2).
     need = "import sys; sys.version_info >= (3, 11, 3) or __import__('async_timeout')"
     probe = [str(SYSTEM_PYTHON), "-c", need]
-    if subprocess.run(probe, capture_output=True, timeout=30).returncode != 0:
-        pytest.skip("the Debian package python3-async-timeout is not installed")
+    if reason := tools.package_missing("python3-async-timeout"):
+        pytest.skip(reason)
+    assert subprocess.run(probe, capture_output=True, timeout=30).returncode == 0
     from harness.cluster import Cluster
 
     name = "fbop" + secrets.token_hex(3)

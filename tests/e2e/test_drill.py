@@ -9,7 +9,6 @@ Asterisks (the lab cluster).
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -19,6 +18,7 @@ from typing import Any
 import pytest
 
 from bot.drill import refusals
+from harness import tools
 from tests.helpers import wait_for_sync
 
 pytestmark = pytest.mark.timeout(600)
@@ -39,8 +39,8 @@ def _status(cluster: Any) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    if shutil.which("redis-server") is None:
-        pytest.skip("redis-server is not installed")
+    if reason := tools.missing("redis-server"):
+        pytest.skip(reason)
     from harness.cluster import Cluster
 
     cluster = Cluster(tmp_path_factory.mktemp("drill"), None, test_call_interval="1s")

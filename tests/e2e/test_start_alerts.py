@@ -9,7 +9,6 @@ loopback; the takeover's own webhooks prove the hooks work.
 from __future__ import annotations
 
 import json
-import shutil
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -18,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from harness import tools
 from tests.helpers import wait_for_sync
 
 
@@ -61,8 +61,8 @@ def receiver() -> Iterator[Receiver]:
 
 
 def test_a_start_with_redis_up_sends_no_redis_back(tmp_path: Path, receiver: Receiver) -> None:
-    if shutil.which("redis-server") is None:
-        pytest.skip("redis-server is not installed")
+    if reason := tools.missing("redis-server"):
+        pytest.skip(reason)
     from harness.cluster import Cluster
 
     url_file = tmp_path / "hook.url"
