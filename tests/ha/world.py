@@ -360,6 +360,14 @@ class World:
         agent.peer_server = agent.peer_channel(PeerTransport(self, node.name))
         node.task = self.loop.create_task(agent.run_core(), name=f"agent-{node.name}")
 
+    def restart(self, node: Node) -> None:
+        """The supervisor starts the bot again, unless it runs already: of two crashes
+        that overlap, the shorter one's restart comes first, and one host never runs two
+        bots (the unit's one main process)."""
+        if node.task is not None and not node.task.done():
+            return
+        self.start_node(node)
+
     def crash(self, node: Node, fault: Fault) -> None:
         if node.task is None or node.task.done():
             return
@@ -381,7 +389,7 @@ class World:
                 heapq.heappush(at, (f.start, n, lambda nd=node, f=f: self.crash(nd, f)))
                 if f.duration < 1e6:
                     heapq.heappush(
-                        at, (f.start + f.duration, n + 1, lambda nd=node: self.start_node(nd))
+                        at, (f.start + f.duration, n + 1, lambda nd=node: self.restart(nd))
                     )
             elif f.kind == "redis_restart":
                 heapq.heappush(at, (f.start, n, self.restart_redis))
