@@ -268,7 +268,7 @@ class LeaseKeeper:
 
     def _paused_expired(self, own: OwnLease, now: float) -> None:
         """Say once per lease that it ran out while paused (the services stay)."""
-        if self._paused_alerted is own.epoch:
+        if self._paused_alerted == own.epoch:
             return
         self._paused_alerted = own.epoch
         self.events(

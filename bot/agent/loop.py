@@ -68,6 +68,7 @@ log = logging.getLogger(__name__)
 CYCLE_INTERVAL = 0.2  # the loop also wakes on every pushed change
 DEADLINE_SLACK = 0.002  # wake just after a deadline, not just before it
 SHUTDOWN_FENCE_GRACE = 5.0  # a stopping bot retries its fence this long after escalating
+SHUTDOWN_CLOSE_GRACE = 10.0  # closing the connections at exit is alive this long at most
 # Long-lived tasks that must never end while the agent runs.
 ESSENTIAL = ("cycle", "renewal", "probe")
 LEASE_TASKS = ("renewal", "peer_heartbeat")  # kept running while the services stop
@@ -473,16 +474,34 @@ class Agent:
             # it expires, and ExecStopPost's fence-local tries again.
             log.critical("stopping with the fence incomplete: the lease is left to expire")
 
-    async def _kick_while_stopping(self) -> None:
+    async def _kick_while_stopping(self, closing_for: float | None = None) -> None:
         """A stopping bot that is still fencing (or ending its jobs and checking what
-        runs before it fences) is alive: keep the watchdog quiet."""
+        runs before it fences) is alive: keep the watchdog quiet. ``closing_for``: while
+        it closes its connections, for at most that long besides a fence (a close that
+        hangs longer is left to the watchdog)."""
+        until = time.monotonic() + closing_for if closing_for is not None else None
         while True:
-            if self.fencer.busy or self._stopping:
+            closing = until is None or time.monotonic() < until
+            if self.fencer.busy or (self._stopping and closing):
                 self.sd.watchdog()
             await asyncio.sleep(max(0.1, self._watchdog_sec / 3) if self._watchdog_sec else 1.0)
 
     async def _shutdown(self) -> None:
         # Reached after the tasks stopped; on a task failure the services stop here.
+        # Each step below is bounded; the bot stays alive for the watchdog meanwhile
+        # (a busy host can take longer than WatchdogSec to close its connections).
+        kicker = asyncio.create_task(
+            self._kick_while_stopping(closing_for=SHUTDOWN_CLOSE_GRACE), name="shutdown-watchdog"
+        )
+        try:
+            await self._close()
+        finally:
+            kicker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await kicker
+        self.sd.close()
+
+    async def _close(self) -> None:
         await self._stop_services()
         await self.jobs.finish("event-", self.cfg.redis.timeout * 2)
         with contextlib.suppress(Exception):
@@ -498,7 +517,6 @@ class Agent:
         if self._session is not None:
             await self._session.close()
         await self.bus.close()
-        self.sd.close()
 
     # ------------------------------------------------------------------ the cycle
 
