@@ -47,6 +47,7 @@ KINDS: dict[str, str] = {
     "drbd_fence_peer_failed": "critical",
     "drbd_split_brain": "critical",
     "force_promote": "critical",
+    "fence_overrun": "warning",
 }
 
 # Results passed to on_result (label of failoverbot_webhooks_total{result}).
