@@ -52,6 +52,7 @@ KINDS: dict[str, str] = {
     "lease_pttl": "warning",
     "drill_passed": "info",
     "drill_failed": "critical",
+    "fence_overrun": "warning",
 }
 
 # Results passed to on_result (label of failoverbot_webhooks_total{result}).

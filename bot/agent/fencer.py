@@ -125,7 +125,8 @@ class Fencer:
             while True:
                 report = await self.takeover.fence(escalate=attempt > 0)
                 if report.outcome == "succeeded":
-                    self._check_budget(reason, detail, report, self.clock() - began, attempt)
+                    if (announce and not repeat) or attempt > 0:  # not a mere check again
+                        self._check_budget(reason, detail, report, self.clock() - began, attempt)
                     self._clean_after = started
                     self._complete(
                         reason, detail, attempt, (announce and not repeat) or attempt > 0

@@ -266,3 +266,12 @@ async def test_an_incomplete_fence_is_counted_as_an_overrun(tmp_path: Path) -> N
     assert kinds == ["fence_incomplete", "fence_overrun", "fence_complete", "self_fence"], kinds
     assert "took 9.300 s" in events[1][1] and "after 1 retries" in events[1][1]
     assert overruns(fencer, "lease_taken") == 1
+
+
+async def test_a_check_again_is_no_overrun(tmp_path: Path) -> None:
+    cfg = make_config(tmp_path)
+    fencer, events = timed_fencer(cfg, [0.3, 0.9])
+    assert await fencer.fence("lease_expiring", "renewal failed")
+    assert await fencer.fence("lease_expiring", "lease lost")  # nothing started since
+    assert [k for k, _ in events] == ["self_fence", "fence_checked"]
+    assert overruns(fencer, "lease_expiring") == 0
