@@ -51,6 +51,18 @@ def serving(status: dict[str, Any]) -> str | None:
     return None
 
 
+def answering(status: dict[str, Any]) -> str | None:
+    """The node whose Asterisk takes calls as far as the status shows: a primary, or a
+    primary still draining (role demoting), with Asterisk fully booted. The outage a
+    drill reports is the time with none (a drain is not an outage)."""
+    for n in status.get("nodes", []):
+        if not isinstance(n, dict) or n.get("role") not in ("primary", "demoting"):
+            continue
+        if asterisk(status, str(n.get("id"))).get("fully_booted") is True:
+            return str(n.get("id"))
+    return None
+
+
 def node(status: dict[str, Any], node_id: str) -> dict[str, Any]:
     for n in status.get("nodes", []):
         if isinstance(n, dict) and n.get("id") == node_id:
@@ -110,7 +122,7 @@ class Step:
     target: str
     ok: bool = False
     seconds: float = 0.0  # request to the target serving
-    outage_seconds: float = 0.0  # no node serving, as seen every poll
+    outage_seconds: float = 0.0  # no Asterisk answering (drill.answering), as polled
     calls_at_start: int | None = None  # channels up on the source when requested
     calls_left: int | None = None  # still up when the drain ended (then dropped)
     test_call: str | None = None  # the target's first test call as primary
@@ -188,7 +200,7 @@ class Report:
         ]
         series = (
             ("step_seconds", "Request to the target serving, per step.", "seconds"),
-            ("outage_seconds", "Time without a serving node seen, per step.", "outage_seconds"),
+            ("outage_seconds", "Time with no Asterisk answering, per step.", "outage_seconds"),
             ("calls_drained", "Calls that ended during the drain, per step.", "calls_drained"),
         )
         for name, text, attr in series:

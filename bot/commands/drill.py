@@ -3,7 +3,8 @@
 Refuses unless both nodes are healthy, reporting and the standby ready. Then:
 switchover with drain to the standby, proven by the new primary's own test call;
 the same back. Each step's time, the calls drained (and cut), the test call and
-the outage seen (no serving node in the status, polled every POLL seconds) are
+the outage seen (no Asterisk answering on a primary or a draining one, in the
+status polled every POLL seconds) are
 printed, appended to the event log (kind ``drill_passed`` or ``drill_failed``),
 sent as a webhook of that kind (when this user can read the webhook URL) and, with ``--textfile``,
 written for node_exporter's textfile collector. Exit 0: passed; 1: refused or
@@ -34,7 +35,16 @@ from bot.commands.base import (
 )
 from bot.commands.cluster import _duration, read_status
 from bot.config import BUS_SECRETS, Config, ConfigError
-from bot.drill import OutageMeter, Report, Step, channels_left, refusals, serving, test_call_since
+from bot.drill import (
+    OutageMeter,
+    Report,
+    Step,
+    answering,
+    channels_left,
+    refusals,
+    serving,
+    test_call_since,
+)
 from bot.drill import asterisk as asterisk_of
 from bot.drill import node as drill_node
 
@@ -124,7 +134,7 @@ async def _step(cfg: Config, bus: Bus, drain: float, source: str, target: str, n
             status = {}
         now = time.monotonic()
         server = serving(status)
-        meter.sample(now, server)
+        meter.sample(now, answering(status))
         if server == target and served_at is None:
             served_at = now
             step.seconds = now - started

@@ -58,3 +58,16 @@ def test_report_passes_only_when_both_steps_passed_and_the_original_serves() -> 
     assert not report.ok
     refused = Report("pbx", 1.0, refused=["b is cordoned"])
     assert not refused.ok and refused.summary() == "drill refused: b is cordoned"
+
+
+def test_a_drain_is_not_an_outage_a_stopped_asterisk_is() -> None:
+    from bot.drill import answering
+
+    def status(role: str, booted: bool) -> dict[str, Any]:
+        extra = {"asterisk": {"fully_booted": booted}}
+        return {"nodes": [{"id": "a", "role": role, "healthy": True, "extra": extra}]}
+
+    assert answering(status("primary", True)) == "a"
+    assert answering(status("demoting", True)) == "a"  # draining: calls still carried
+    assert answering(status("demoting", False)) is None  # Asterisk stopped
+    assert answering(status("standby", True)) is None
