@@ -53,12 +53,6 @@ def test_short_chaos_run_loses_nothing_never_has_two_primaries_and_serves(
     assert "| verdict" in result.stdout and "PASS" in result.stdout
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="product fault: a switchover to a node whose takeover fails never ends; the old "
-    "primary waits for the failed target and nobody serves (the outage issue, item 1)",
-)
 def test_a_switchover_to_a_failing_node_is_served_within_the_liveness_bound(
     capsys: pytest.CaptureFixture[str],
 ) -> None:

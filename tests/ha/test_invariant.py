@@ -307,12 +307,6 @@ def _primary_at(sc: Scenario, t: float, tmp: Path) -> str:
 
 
 @pytest.mark.parametrize("mode", ["cmd_fail", "cmd_hang"])
-@pytest.mark.xfail(
-    strict=True,
-    reason="product fault: the fence and the demotion go on to DRBD secondary (and give "
-    "the lease up) after the address could not be removed, so the peer promotes and "
-    "adds it too (two hosts with one address)",
-)
 def test_a_demotion_whose_address_removal_fails_keeps_drbd_until_the_address_is_gone(
     mode: str, tmp_path: Path
 ) -> None:
