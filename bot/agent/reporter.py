@@ -300,7 +300,9 @@ class Reporter:
         if own is not None:
             until = self.keeper.valid_until()
             remaining = max(0.0, (until or now) - now)
-        m.set_lease(held=holds, epoch=ha.epoch or 0, remaining=remaining)
+        # The lease this node holds, also while it fences and keeps the key to the end.
+        epoch = own.epoch if own is not None else (ha.epoch or 0)
+        m.set_lease(held=holds, epoch=epoch, remaining=remaining)
         m.healthy.set(1 if self.health()[0] else 0)
         m.ready.set(1 if self.observer.ready[0] else 0)
         m.vip_present.set(1 if self.observer.local.vip_present else 0)

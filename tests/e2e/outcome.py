@@ -214,10 +214,12 @@ def report_mismatches(c: Cluster, node: Node) -> list[str]:
     if {r for r, v in gauges.items() if v == 1} != {role}:
         on = sorted(r for r, v in gauges.items() if v == 1)
         out.append(f"{node.id}: /status role {role!r}, failoverbot_role says {on}")
-    # The epoch gauge is the node's own lease's (a standby exports 0): the holder's only.
+    # The epoch gauge is the node's own lease's (a standby exports 0): a primary's only. A
+    # node that has just let its key go, or cannot read Redis, may still show the key's last
+    # holder as itself until the key expires or Redis answers.
     epoch = status.get("epoch")
     gauge_epoch = metrics.get(("failoverbot_lease_epoch", ()))
-    if status.get("holder") == node.id and epoch is not None and gauge_epoch != epoch:
+    if role == "primary" and epoch is not None and gauge_epoch != epoch:
         out.append(f"{node.id}: /status epoch {epoch}, failoverbot_lease_epoch {gauge_epoch}")
     if me["freshness"] != "live" or (me["last_seen_seconds"] or 0) > status["stale_after_seconds"]:
         out.append(
