@@ -89,6 +89,9 @@ class Cluster(LabCluster):
                     "redis": ProxyProcess(self.redis.port).start(),
                     "peer": ProxyProcess(self.peer_of(node).api_port).start(),
                 }
+                for proxy in self.proxies[node.id].values():
+                    if proxy.proc is not None:
+                        self.renice(proxy.proc.pid)
         if self.topology is not None:
             self.vip_sampler = VipSampler(self.topology).start()
         if self.asterisk == "real":

@@ -1,7 +1,7 @@
 """After each `make test`: every test's duration to a file, the slowest on screen, and the
 collected-tests floor that CI holds the run to.
 
-    python -m tests.report REPORTS_DIR [FLOOR]    # reads REPORTS_DIR/junit.xml
+    python -m tests.report REPORTS_DIR [FLOOR]    # reads REPORTS_DIR/junit*.xml
 
 FLOOR (default: tests/collected-floor.txt) is for a run that selects a part on purpose,
 as `make test-loaded` does.
@@ -47,11 +47,11 @@ def in_ci() -> bool:
 
 
 def report(reports: Path, least: int | None = None) -> int:
-    junit = reports / "junit.xml"
-    if not junit.exists():
-        print(f"tests.report: no {junit}: pytest wrote no report", file=sys.stderr)
+    junits = sorted(reports.glob("junit*.xml"))
+    if not junits:
+        print(f"tests.report: no junit*.xml in {reports}: pytest wrote no report", file=sys.stderr)
         return 1
-    cases = read_cases(junit)
+    cases = [case for junit in junits for case in read_cases(junit)]
     by_time = sorted(cases, key=lambda c: c.seconds, reverse=True)
     lines = [f"{c.seconds:9.2f} s  {c.outcome:7}  {c.name}" for c in by_time]
     (reports / "durations.txt").write_text("\n".join(lines) + "\n")
