@@ -14,22 +14,14 @@ import signal
 import sys
 import time
 
+from bot.lab.cluster import pid_alive
+
 
 def spin(owner: int) -> None:
-    while _alive(owner):
+    while pid_alive(owner):
         deadline = time.monotonic() + 0.005
         while time.monotonic() < deadline:
             pass
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def main(argv: list[str]) -> int:
