@@ -61,7 +61,10 @@ def test_a_cold_start_fences_at_most_once_and_a_release_is_never_fenced(
     cluster.wait_role(standby, "standby", within=20)
     said = [json.loads(e) for e in bus_events(cluster)]
     fences = [e for e in said if e.get("node") == standby and e.get("kind") == "self_fence"]
-    assert not fences, fences
+    # Unless its probe could not tell (a status command timed out on a busy machine):
+    # then the fence counts, as rule 7 says, and the bot's log says why.
+    could_not_tell = "local services before the stop's fence" in node.bot_log.read_text()
+    assert not fences or could_not_tell, fences
     # The standby's promotion fails: it rolls back and releases the lease (to nobody);
     # the old primary takes it again and must not fence the node that gave it up.
     FakeWorld(cluster.nodes[standby].dir).set_fault(
