@@ -43,7 +43,7 @@ typecheck: $(STAMP)
 # from its own band (tests/conftest.py). Every run writes .reports/junit.xml and every
 # test's duration (.reports/durations.txt); under CI=true a run of fewer tests than
 # tests/collected-floor.txt fails, so a -k or -m left in PYTEST_ARGS cannot pass as green.
-PYTEST_WORKERS ?= 4
+PYTEST_WORKERS ?= 3
 REPORTS := .reports
 # Tests marked `quiet` (the fast profile's timings) run alone after the parallel part;
 # QUIET=no leaves them out (make test-loaded: they cannot hold beside the burners).
